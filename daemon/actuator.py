@@ -1,0 +1,286 @@
+"""Drives the gate controller over serial: HELLO/banner check, FIRE with ACK, retries, PING, reconnect.
+
+One I/O thread owns connecting, reading and timeouts; ``fire()`` is called by the
+scheduler thread at the due time and only writes one line, so a slow ACK never
+delays the next gate.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import serial
+import structlog
+
+from daemon import serial_protocol as sp
+from daemon.actuation import ActuationRequest, ActuationResult
+from daemon.settings import SerialSettings
+
+log = structlog.get_logger(__name__)
+
+HANDSHAKE_TIMEOUT_S = 1.0
+READ_TIMEOUT_S = 0.005
+
+
+@dataclass
+class _Pending:
+    request: ActuationRequest
+    line: bytes
+    result: ActuationResult
+    deadline: float
+
+
+class SerialLinkError(Exception):
+    """The port could not be opened or the controller failed the handshake."""
+
+
+class SerialActuator:
+    """Sends FIRE commands; reports every outcome through ``on_result`` and link changes through ``on_link``."""
+
+    def __init__(
+        self,
+        settings: SerialSettings,
+        gates_needed: int,
+        on_result: Callable[[ActuationResult], None],
+        on_link: Callable[[bool, str], None],
+    ) -> None:
+        self._s = settings
+        self._gates_needed = gates_needed
+        self._on_result = on_result
+        self._on_link = on_link
+        self._port: serial.Serial | None = None
+        self._lock = threading.Lock()  # guards _port, _pending, _seq and writes
+        self._pending: dict[int, _Pending] = {}
+        self._ping: tuple[int, float] | None = None
+        self._seq = 0
+        self._last_rx = 0.0
+        self._stop = threading.Event()
+        self._connected_evt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="serial-io", daemon=True)
+        self.banner: sp.Banner | None = None
+        self.reconnects = 0
+
+    # --- public -----------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._connected_evt.is_set()
+
+    def start(self) -> SerialActuator:
+        self._thread.start()
+        return self
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected_evt.wait(timeout_s)
+
+    def fire(self, request: ActuationRequest) -> None:
+        """Send FIRE now (called at the due time). Never blocks on the acknowledgement."""
+        now = time.monotonic()
+        write_error: str | None = None
+        with self._lock:
+            if self._port is None:
+                result = ActuationResult(request, error="serial_down")
+            else:
+                self._seq = sp.next_seq(self._seq)
+                line = sp.encode(sp.Fire(self._seq, request.gate, request.duration_ms))
+                result = ActuationResult(request, sent=now, seq=self._seq, attempts=1)
+                try:
+                    self._port.write(line)
+                    self._pending[self._seq] = _Pending(request, line, result, now + self._s.ack_timeout_ms / 1000)
+                    return
+                except (serial.SerialException, OSError) as e:
+                    result = replace(result, error="serial_lost")
+                    write_error = str(e)
+        self._on_result(result)
+        if write_error is not None:
+            self._lost(f"write failed: {write_error}")
+
+    def close(self, ack_wait_s: float = 1.0) -> None:
+        """Wait up to ``ack_wait_s`` for outstanding ACKs, then close the port."""
+        end = time.monotonic() + ack_wait_s
+        while time.monotonic() < end:
+            with self._lock:
+                if not self._pending:
+                    break
+            time.sleep(0.01)
+        self._stop.set()
+        self._thread.join(timeout=2)
+        with self._lock:
+            leftovers = self._drop_port_locked(error="shutdown")
+        for r in leftovers:
+            self._on_result(r)
+
+    # --- I/O thread ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        delay = self._s.reconnect_delay_s
+        buf = b""
+        while not self._stop.is_set():
+            if self._port is None:
+                try:
+                    self._connect()
+                    delay = self._s.reconnect_delay_s
+                    buf = b""
+                except SerialLinkError as e:
+                    log.warning("serial_connect_failed", port=self._s.port, error=str(e), retry_in_s=delay)
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, self._s.reconnect_max_delay_s)
+                continue
+            port = self._port
+            try:
+                chunk = port.read(max(1, port.in_waiting))
+            except (serial.SerialException, OSError, TypeError) as e:
+                self._lost(f"read failed: {e}")
+                continue
+            if chunk:
+                self._last_rx = time.monotonic()
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    self._handle_line(line)
+                if len(buf) > sp.MAX_LINE_BYTES:
+                    log.warning("serial_garbage", bytes=len(buf))
+                    buf = b""
+            self._check_timeouts()
+
+    def _connect(self) -> None:
+        try:
+            port = serial.Serial(self._s.port, self._s.baud, timeout=READ_TIMEOUT_S, write_timeout=1.0)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise SerialLinkError(f"cannot open {self._s.port}: {e}") from None
+        try:
+            port.reset_input_buffer()
+            port.write(sp.encode(sp.Hello()))
+            banner = self._read_banner(port)
+        except (serial.SerialException, OSError) as e:
+            port.close()
+            raise SerialLinkError(f"handshake failed: {e}") from None
+        if banner is None:
+            port.close()
+            raise SerialLinkError("no banner from controller (is it a wastesort gate controller?)")
+        if banner.version != self._s.protocol_version or banner.n_gates < self._gates_needed:
+            port.close()
+            msg = (
+                f"controller speaks protocol {banner.version} with {banner.n_gates} gates; "
+                f"need protocol {self._s.protocol_version} with at least {self._gates_needed} gates"
+            )
+            self._on_link(False, msg)
+            raise SerialLinkError(msg)
+        with self._lock:
+            self._port = port
+            self._ping = None
+        self.banner = banner
+        self._last_rx = time.monotonic()
+        self._connected_evt.set()
+        log.info("serial_connected", port=self._s.port, protocol=banner.version, gates=banner.n_gates)
+        self._on_link(True, f"connected to {self._s.port}")
+
+    @staticmethod
+    def _read_banner(port: serial.Serial) -> sp.Banner | None:
+        end = time.monotonic() + HANDSHAKE_TIMEOUT_S
+        buf = b""
+        while time.monotonic() < end:
+            buf += port.read(max(1, port.in_waiting))
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                try:
+                    msg = sp.decode(line)
+                except sp.ProtocolError:
+                    continue
+                if isinstance(msg, sp.Banner):
+                    return msg
+        return None
+
+    def _handle_line(self, line: bytes) -> None:
+        try:
+            msg = sp.decode(line)
+        except sp.ProtocolError as e:
+            log.warning("serial_malformed_line", error=str(e))
+            return
+        now = time.monotonic()
+        done: ActuationResult | None = None
+        with self._lock:
+            match msg:
+                case sp.Ack(seq) if seq in self._pending:
+                    p = self._pending.pop(seq)
+                    done = replace(p.result, acked=now)
+                case sp.Nak(seq, reason) if seq in self._pending:
+                    p = self._pending.pop(seq)
+                    done = replace(p.result, error=f"nak:{reason}")
+                case sp.Pong(seq) if self._ping is not None and self._ping[0] == seq:
+                    self._ping = None
+                case _:
+                    log.debug("serial_unexpected", message=repr(msg))
+        if done is not None:
+            self._on_result(done)
+
+    def _check_timeouts(self) -> None:
+        now = time.monotonic()
+        finished: list[ActuationResult] = []
+        lost_reason: str | None = None
+        with self._lock:
+            if self._port is None:
+                return
+            for seq, p in list(self._pending.items()):
+                if now < p.deadline:
+                    continue
+                r = p.result
+                can_retry = r.attempts <= self._s.retries and now <= p.request.due + self._s.max_late_ms / 1000
+                if not can_retry:
+                    del self._pending[seq]
+                    finished.append(replace(r, error="ack_timeout"))
+                    continue
+                try:
+                    self._port.write(p.line)
+                except (serial.SerialException, OSError) as e:
+                    lost_reason = f"write failed: {e}"
+                    break
+                p.result = replace(r, attempts=r.attempts + 1)
+                p.deadline = now + self._s.ack_timeout_ms / 1000
+            if lost_reason is None:
+                lost_reason = self._heartbeat_locked(now)
+        for r in finished:
+            self._on_result(r)
+        if lost_reason is not None:
+            self._lost(lost_reason)
+
+    def _heartbeat_locked(self, now: float) -> str | None:
+        hb = self._s.heartbeat_s
+        if self._ping is not None:
+            if now - self._ping[1] > hb:
+                return "no PONG from controller"
+            return None
+        if now - self._last_rx >= hb and self._port is not None:
+            self._seq = sp.next_seq(self._seq)
+            try:
+                self._port.write(sp.encode(sp.Ping(self._seq)))
+            except (serial.SerialException, OSError) as e:
+                return f"write failed: {e}"
+            self._ping = (self._seq, now)
+        return None
+
+    def _lost(self, reason: str) -> None:
+        with self._lock:
+            if self._port is None:
+                return  # already handled (e.g. by fire() and the I/O thread at once)
+            failed = self._drop_port_locked()
+        for r in failed:
+            self._on_result(r)
+        self.reconnects += 1
+        log.warning("serial_lost", port=self._s.port, reason=reason)
+        self._on_link(False, reason)
+
+    def _drop_port_locked(self, error: str = "serial_lost") -> list[ActuationResult]:
+        """Close the port; return the outstanding commands as failed (caller holds the lock)."""
+        failed = [replace(p.result, error=error) for p in self._pending.values()]
+        self._pending.clear()
+        self._ping = None
+        if self._port is not None:
+            try:
+                self._port.close()
+            except (serial.SerialException, OSError):
+                pass
+        self._port = None
+        self._connected_evt.clear()
+        return failed

@@ -1,0 +1,225 @@
+"""Frame capture on its own thread with a one-slot hand-off to the worker.
+
+Live sources (cameras, streams) never queue: a frame the worker has not taken
+yet is replaced by the newer one and counted as dropped. Files and image
+folders either play in real time (paced at their fps, dropping like a camera)
+or as fast as possible (no drops: the capture waits for the worker).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import structlog
+
+from daemon.metrics import PipelineMetrics
+from daemon.settings import CameraSettings
+
+log = structlog.get_logger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured image; ``t_capture`` is time.monotonic() when it was read."""
+
+    index: int
+    t_capture: float
+    image: np.ndarray
+
+
+class FrameSlot:
+    """Holds at most one frame. put() replaces (and counts a drop) or waits, get() takes."""
+
+    def __init__(self) -> None:
+        self._frame: Frame | None = None
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, frame: Frame, wait: bool) -> bool:
+        """Offer ``frame``; return True if an untaken frame was dropped to make room."""
+        with self._cond:
+            if wait:
+                while self._frame is not None and not self._closed:
+                    self._cond.wait()
+            dropped = self._frame is not None
+            self._frame = frame
+            self._cond.notify_all()
+            return dropped
+
+    def get(self, timeout_s: float) -> Frame | None:
+        """The latest frame, or None on timeout or when closed and empty."""
+        with self._cond:
+            if self._frame is None and not self._closed:
+                self._cond.wait(timeout_s)
+            frame, self._frame = self._frame, None
+            self._cond.notify_all()
+            return frame
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        with self._cond:
+            return self._closed and self._frame is None
+
+
+def classify_source(source: str) -> str:
+    """'camera' (index or device), 'stream' (URL), 'file' (video) or 'folder' (images)."""
+    if source.isdigit() or source.startswith("/dev/"):
+        return "camera"
+    if "://" in source:
+        return "stream"
+    return "folder" if Path(source).is_dir() else "file"
+
+
+class _ImageFolder:
+    """A VideoCapture look-alike over a sorted folder of images."""
+
+    def __init__(self, folder: Path, fps: float) -> None:
+        self._files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self._i = 0
+        self.fps = fps
+
+    def isOpened(self) -> bool:  # noqa: N802 (mirrors cv2.VideoCapture)
+        return bool(self._files)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self._i >= len(self._files):
+            return False, None
+        path = self._files[self._i]
+        self._i += 1
+        return True, cv2.imread(str(path), cv2.IMREAD_COLOR)
+
+    def release(self) -> None:
+        self._files = []
+
+
+class CaptureThread:
+    """Reads frames from ``settings.source`` into ``slot`` until the source ends or stop() is called."""
+
+    def __init__(
+        self,
+        settings: CameraSettings,
+        slot: FrameSlot,
+        metrics: PipelineMetrics,
+        on_alert: Callable[[str, str], None],
+    ) -> None:
+        self._s = settings
+        self._slot = slot
+        self._metrics = metrics
+        self._on_alert = on_alert
+        self._kind = classify_source(settings.source)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self.opened = threading.Event()
+        self.failed: str | None = None  # set when the source was given up on
+
+    @property
+    def is_live(self) -> bool:
+        return self._kind in ("camera", "stream")
+
+    def start(self) -> CaptureThread:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._slot.close()
+        self._thread.join(timeout=3)
+
+    def join(self, timeout_s: float | None = None) -> None:
+        self._thread.join(timeout_s)
+
+    def _open(self) -> tuple[object, float]:
+        src = self._s.source
+        if self._kind == "folder":
+            cap: object = _ImageFolder(Path(src), self._s.folder_fps)
+            return cap, self._s.folder_fps
+        if self._kind == "file" and not Path(src).is_file():
+            raise OSError(f"video file not found: {src}")
+        vc = cv2.VideoCapture(int(src) if src.isdigit() else src)
+        if not vc.isOpened():
+            vc.release()
+            raise OSError(f"cannot open camera source {src!r}")
+        fps = vc.get(cv2.CAP_PROP_FPS)
+        return vc, fps if 1 <= fps <= 1000 else 30.0
+
+    def _run(self) -> None:
+        try:
+            self._capture_loop()
+        except Exception as e:  # never die silently: report and end the stream
+            log.exception("capture_crashed")
+            self.failed = f"capture crashed: {e}"
+            self._on_alert("camera_lost", self.failed)
+        finally:
+            self._slot.close()
+
+    def _capture_loop(self) -> None:
+        delay = self._s.reconnect_delay_s
+        failures = 0
+        index = 0
+        while not self._stop.is_set():
+            try:
+                cap, fps = self._open()
+            except OSError as e:
+                failures += 1
+                self._metrics.camera_failures += 1
+                self._on_alert("camera_lost", f"{e}; retrying in {delay:.1f} s")
+                if self._s.max_failures and failures >= self._s.max_failures:
+                    self.failed = str(e)
+                    return
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._s.reconnect_max_delay_s)
+                continue
+            if failures:
+                self._on_alert("camera_restored", f"source {self._s.source!r} open again")
+            failures, delay = 0, self._s.reconnect_delay_s
+            self.opened.set()
+            log.info("camera_opened", source=self._s.source, kind=self._kind, fps=fps)
+            ended_normally = self._read_frames(cap, fps, index_start=index)
+            index = self._next_index
+            cap.release()  # type: ignore[attr-defined]
+            if ended_normally:
+                return
+            self._metrics.camera_failures += 1
+            self._on_alert("camera_lost", f"source {self._s.source!r} stopped delivering frames; reopening")
+
+    def _read_frames(self, cap: object, fps: float, index_start: int) -> bool:
+        """Read until stop (True), end of a file (True) or a live source failing (False)."""
+        pace = self._s.realtime and not self.is_live
+        wait_for_worker = not self._s.realtime and not self.is_live
+        t0 = time.monotonic()
+        index = index_start
+        self._next_index = index
+        while not self._stop.is_set():
+            if pace:
+                target = t0 + (index - index_start) / fps
+                delay = target - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+            ok, image = cap.read()  # type: ignore[attr-defined]
+            t_capture = time.monotonic()
+            if not ok:
+                return not self.is_live
+            if image is None or image.size == 0:
+                self._metrics.bad_frames += 1
+                index += 1
+                self._next_index = index
+                continue
+            self._metrics.captured.tick()
+            if self._slot.put(Frame(index, t_capture, image), wait=wait_for_worker):
+                self._metrics.dropped_frames += 1
+            index += 1
+            self._next_index = index
+        return True

@@ -1,0 +1,97 @@
+"""Turns item crops into sort/reject decisions with the project's classifier (model package)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from daemon.settings import ClassifySettings
+
+if TYPE_CHECKING:
+    from model import Classifier, Prediction
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one item. ``reason`` is set for rejects: low_confidence, unknown or unmapped."""
+
+    label: str
+    confidence: float
+    scores: dict[str, float]
+    unknown: float
+    action: str  # "sort" or "reject"
+    reason: str | None
+    gate: int
+
+
+def inference_threads(requested: int) -> int:
+    """0 means half the cores: the other half keeps capture, scheduling and MQTT responsive."""
+    return requested if requested > 0 else max(1, (os.cpu_count() or 2) // 2)
+
+
+def load_model(settings: ClassifySettings) -> Classifier:
+    """Load the classifier named in the settings (None: the shipped default model)."""
+    from model import load_classifier  # heavy import (torch): only when a model is needed
+
+    threads = inference_threads(settings.num_threads)
+    kwargs = {"backend": settings.backend}
+    if "threads" in inspect.signature(load_classifier).parameters:
+        kwargs["threads"] = threads
+    clf = load_classifier(settings.model_path, **kwargs)
+    if settings.backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    return clf
+
+
+class ItemClassifier:
+    """Classifies a batch of crops in one call and applies the confidence/unknown/gate rules."""
+
+    def __init__(
+        self, settings: ClassifySettings, classifier: Classifier, class_to_gate: dict[str, int], reject_gate: int
+    ) -> None:
+        self._s = settings
+        self._clf = classifier
+        self._class_to_gate = class_to_gate
+        self._reject_gate = reject_gate
+        self.last_inference_s = 0.0
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._clf.class_names)
+
+    def unmapped_classes(self) -> list[str]:
+        return [c for c in self._clf.class_names if c not in self._class_to_gate]
+
+    def decide(self, crops: list[np.ndarray]) -> list[Decision]:
+        if not crops:
+            return []
+        t0 = time.perf_counter()
+        predictions = self._clf.predict(crops)
+        self.last_inference_s = time.perf_counter() - t0
+        return [self._decision(p) for p in predictions]
+
+    def _decision(self, p: Prediction) -> Decision:
+        reason: str | None = None
+        if p.unknown > self._s.unknown_threshold:
+            reason = "unknown"
+        elif p.confidence < self._s.confidence_threshold:
+            reason = "low_confidence"
+        elif p.label not in self._class_to_gate:
+            reason = "unmapped"
+        gate = self._reject_gate if reason else self._class_to_gate[p.label]
+        return Decision(
+            label=p.label,
+            confidence=round(p.confidence, 4),
+            scores={k: round(v, 4) for k, v in p.scores.items()},
+            unknown=round(p.unknown, 4),
+            action="reject" if reason else "sort",
+            reason=reason,
+            gate=gate,
+        )

@@ -1,0 +1,444 @@
+"""Wires capture -> detect/track -> classify -> schedule -> actuate, and reports everything.
+
+``Pipeline`` is what the service runs; ``run_pipeline()`` runs it on a video file
+(or any source) to completion and returns a ``RunSummary`` - the entry point for
+the benchmark, the demo and the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import structlog
+
+from daemon.actuation import ActuationRequest, ActuationResult
+from daemon.actuator import SerialActuator
+from daemon.capture import CaptureThread, Frame, FrameSlot
+from daemon.classify import ItemClassifier, load_model
+from daemon.detect import BeltDetector
+from daemon.events import ItemEvent, WallClock, actuation_payload, alert_payload
+from daemon.health import HealthMonitor
+from daemon.metrics import PipelineMetrics
+from daemon.mqtt_events import EventPublisher
+from daemon.notify import SystemdNotifier, watchdog_interval_s
+from daemon.schedule import ActuationScheduler, firing_time
+from daemon.settings import Settings
+from daemon.track import BeltTracker, ReadyItem
+
+if TYPE_CHECKING:
+    from model import Classifier
+
+log = structlog.get_logger(__name__)
+
+_ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Throughput, latency and outcome counts of one run (also the benchmark's result)."""
+
+    duration_s: float
+    frames_captured: int
+    frames_processed: int
+    capture_fps: float
+    processing_fps: float
+    dropped_frames: int
+    bad_frames: int
+    camera_failures: int
+    items: int
+    sorted: int
+    rejected: int
+    rejects_by_reason: dict[str, int]
+    per_class: dict[str, int]
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    inference_p50_ms: float | None
+    inference_p95_ms: float | None
+    frame_p99_ms: float | None
+    actuations_ok: int
+    actuation_errors: dict[str, int]
+    fire_error_p99_ms: float | None
+    mqtt_undelivered: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Pipeline:
+    """The running system. start(), then wait_source_done() or stop() from a signal handler."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        classifier: Classifier | None = None,
+        notifier: SystemdNotifier | None = None,
+        on_item: Callable[[ItemEvent], None] | None = None,
+        on_actuation: Callable[[ActuationResult], None] | None = None,
+    ) -> None:
+        self.s = settings
+        self.run_id = uuid.uuid4().hex[:12]
+        self.metrics = PipelineMetrics()
+        self.clock = WallClock()
+        self.notifier = notifier or SystemdNotifier(address="")
+        self._on_item_hook = on_item
+        self._on_actuation_hook = on_actuation
+        self._classifier_model = classifier
+        self._slot = FrameSlot()
+        self._worker_done = threading.Event()
+        self._stop_stats = threading.Event()
+        self._stopped = False
+        self._results_lock = threading.Lock()
+        self._expected_shape: tuple[int, ...] | None = None
+        self._region_alerted = False
+        self.items: list[ItemEvent] = []
+        self.actuations: list[ActuationResult] = []
+        self.alerts: list[dict[str, Any]] = []
+        self.serial_state = "disabled" if not settings.serial.enabled else "connecting"
+        self.publisher: EventPublisher | None = None
+        self.actuator: SerialActuator | None = None
+        self.classifier: ItemClassifier | None = None
+        self.capture: CaptureThread | None = None
+        self.health: HealthMonitor | None = None
+        self.scheduler = ActuationScheduler(
+            fire=self._fire, on_missed=self._on_actuation_result, late_tolerance_s=settings.serial.max_late_ms / 1000
+        )
+        x, y, w, h = settings.belt.region
+        self._region = (x, y, w, h)
+        belt_len_px = w if settings.belt.rotate in (0, 180) else h
+        self.detector = BeltDetector(settings.detect)
+        self.tracker = BeltTracker(
+            settings.track,
+            speed_px_s=settings.belt.speed_mm_s * settings.belt.px_per_mm,
+            region_width=belt_len_px,
+            edge_margin_px=settings.detect.edge_margin_px,
+            crop_padding_px=settings.classify.crop_padding_px,
+        )
+        self._worker = threading.Thread(target=self._work, name="worker", daemon=True)
+        self._stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
+
+    # --- life cycle ---------------------------------------------------------------------------
+    def start(self, serial_wait_s: float = 0.0) -> Pipeline:
+        """Start every thread; with ``serial_wait_s`` > 0 wait that long for the controller before capturing."""
+        s = self.s
+        self.notifier.status("loading model")
+        model = self._classifier_model if self._classifier_model is not None else load_model(s.classify)
+        self.classifier = ItemClassifier(s.classify, model, s.class_to_gate, s.reject_gate)
+        unmapped = self.classifier.unmapped_classes()
+        if unmapped:
+            log.warning("classes_without_gate", classes=unmapped, route="reject")
+        if s.mqtt.enabled:
+            self.publisher = EventPublisher(s.mqtt, on_link=self._on_broker_link).start()
+        if s.serial.enabled:
+            self.actuator = SerialActuator(
+                s.serial, max(s.gates), on_result=self._on_actuation_result, on_link=self._on_serial_link
+            ).start()
+            if serial_wait_s > 0 and not self.actuator.wait_connected(serial_wait_s):
+                log.warning("serial_not_ready", port=s.serial.port, waited_s=serial_wait_s)
+        self.scheduler.start()
+        self.capture = CaptureThread(s.camera, self._slot, self.metrics, on_alert=self.alert).start()
+        self._worker.start()
+        self._stats_thread.start()
+        interval = watchdog_interval_s()
+        if interval is not None or self.notifier.enabled:
+            self.health = HealthMonitor(
+                self.metrics, self.notifier, interval or 5.0, on_alert=self.alert, status=self.status_line
+            ).start()
+        log.info("pipeline_started", run=self.run_id, source=s.camera.source, classes=self.classifier.class_names)
+        return self
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """True once the camera and (if enabled) the serial port are up: the READY=1 condition."""
+        end = time.monotonic() + timeout_s
+        assert self.capture is not None
+        if not self.capture.opened.wait(timeout_s):
+            return False
+        if self.actuator is not None:
+            return self.actuator.wait_connected(max(0.0, end - time.monotonic()))
+        return True
+
+    def wait_source_done(self, timeout_s: float | None = None) -> bool:
+        """Block until the source ended (file played to the end, or capture given up)."""
+        return self._worker_done.wait(timeout_s)
+
+    def stop(self) -> RunSummary:
+        """Orderly stop: no new frames, fire the actuations already due, flush MQTT, publish ``stopped``."""
+        if self._stopped:
+            return self.summary()
+        self._stopped = True
+        self.notifier.stopping("stopping: finishing scheduled actuations")
+        if self.capture is not None:
+            self.capture.stop()
+        self._worker.join(timeout=10)
+        s = self.s
+        drain_s = max(g.distance_mm for g in s.gates.values()) / s.belt.speed_mm_s + 0.5
+        self.scheduler.stop(drain_timeout_s=drain_s)
+        if self.actuator is not None:
+            self.actuator.close(ack_wait_s=1.0)
+        if self.health is not None:
+            self.health.stop()
+        self._stop_stats.set()
+        self._stats_thread.join(timeout=2)
+        summary = self.summary()
+        if self.publisher is not None:
+            self.publisher.publish("stats", self.stats_payload())
+            delivered = self.publisher.stop()
+            summary = RunSummary(**{**asdict(summary), "mqtt_undelivered": 0 if delivered else 1})
+        log.info("pipeline_stopped", **{k: v for k, v in summary.as_dict().items() if k != "extra"})
+        return summary
+
+    # --- status & stats -----------------------------------------------------------------------
+    def broker_state(self) -> str:
+        if self.publisher is None:
+            return "disabled"
+        return "connected" if self.publisher.connected else "disconnected"
+
+    def status_line(self) -> str:
+        m = self.metrics
+        return (
+            f"sorting: {m.items} items, {m.dropped_frames} dropped frames, "
+            f"serial {self.serial_state}, broker {self.broker_state()}"
+        )
+
+    def stats_payload(self) -> dict[str, Any]:
+        m = self.metrics
+        inf50, inf95 = m.inference.percentiles_ms(50, 95)
+        lat50, lat99 = m.decision.percentiles_ms(50, 99)
+        (fire99,) = m.fire_error.percentiles_ms(99)
+        return {
+            "run": self.run_id,
+            "time": round(time.time(), 3),
+            "uptime_s": round(time.monotonic() - m.started, 1),
+            "capture_fps": m.captured.rate(),
+            "processing_fps": m.processed.rate(),
+            "frames_captured": m.captured.total,
+            "frames_processed": m.processed.total,
+            "dropped_frames": m.dropped_frames,
+            "bad_frames": m.bad_frames,
+            "inference_ms_p50": inf50,
+            "inference_ms_p95": inf95,
+            "latency_ms_p50": lat50,
+            "latency_ms_p99": lat99,
+            "fire_error_ms_p99": fire99,
+            "items": m.items,
+            "counts_per_class": dict(m.per_class),
+            "rejects_by_reason": dict(m.rejects),
+            "actuations_ok": m.actuations_ok,
+            "actuation_errors": dict(m.actuation_errors),
+            "serial": self.serial_state,
+            "broker": self.broker_state(),
+            "mqtt_pending": self.publisher.pending() if self.publisher else 0,
+        }
+
+    def summary(self) -> RunSummary:
+        m = self.metrics
+        duration = max(1e-9, time.monotonic() - m.started)
+        lat50, lat99 = m.decision.percentiles_ms(50, 99)
+        inf50, inf95 = m.inference.percentiles_ms(50, 95)
+        (frame99,) = m.frame_processing.percentiles_ms(99)
+        (fire99,) = m.fire_error.percentiles_ms(99)
+        return RunSummary(
+            duration_s=round(duration, 3),
+            frames_captured=m.captured.total,
+            frames_processed=m.processed.total,
+            capture_fps=round(m.captured.total / duration, 2),
+            processing_fps=round(m.processed.total / duration, 2),
+            dropped_frames=m.dropped_frames,
+            bad_frames=m.bad_frames,
+            camera_failures=m.camera_failures,
+            items=m.items,
+            sorted=m.sorted,
+            rejected=m.items - m.sorted,
+            rejects_by_reason=dict(m.rejects),
+            per_class=dict(m.per_class),
+            latency_p50_ms=lat50,
+            latency_p99_ms=lat99,
+            inference_p50_ms=inf50,
+            inference_p95_ms=inf95,
+            frame_p99_ms=frame99,
+            actuations_ok=m.actuations_ok,
+            actuation_errors=dict(m.actuation_errors),
+            fire_error_p99_ms=fire99,
+        )
+
+    def _stats_loop(self) -> None:
+        interval = self.s.mqtt.stats_interval_s
+        while not self._stop_stats.wait(interval):
+            payload = self.stats_payload()
+            log.info("stats", **{k: v for k, v in payload.items() if k not in ("run", "time")})
+            if self.publisher is not None:
+                self.publisher.publish("stats", payload)
+
+    # --- events -------------------------------------------------------------------------------
+    def alert(self, kind: str, message: str) -> None:
+        payload = alert_payload(kind, message, self.run_id)
+        with self._results_lock:
+            self.alerts.append(payload)
+        (log.info if payload["severity"] == "info" else log.warning)("alert", kind=kind, message=message)
+        if self.publisher is not None:
+            self.publisher.publish("alerts", payload)
+
+    def _on_serial_link(self, up: bool, detail: str) -> None:
+        was = self.serial_state
+        self.serial_state = "connected" if up else "disconnected"
+        if up and was == "disconnected":
+            self.alert("serial_restored", detail)
+        elif not up:
+            self.alert("serial_lost", detail)
+
+    def _on_broker_link(self, up: bool, detail: str) -> None:
+        # Published alerts about the broker are queued and arrive after the reconnect.
+        self.alert("broker_restored" if up else "broker_lost", detail)
+
+    def _fire(self, request: ActuationRequest) -> None:
+        if self.actuator is not None:
+            self.actuator.fire(request)
+        else:
+            self._on_actuation_result(ActuationResult(request, sent=time.monotonic(), error="serial_disabled"))
+
+    def _on_actuation_result(self, r: ActuationResult) -> None:
+        m = self.metrics
+        with self._results_lock:
+            self.actuations.append(r)
+            if r.error is None:
+                m.actuations_ok += 1
+            else:
+                m.actuation_errors[r.error] += 1
+        if r.sent is not None:
+            m.fire_error.add(abs(r.sent - r.request.due))
+        payload = actuation_payload(r, self.run_id, self.clock)
+        if r.error is not None:
+            log.warning("actuation_failed", **payload)
+        if self.publisher is not None:
+            self.publisher.publish("actuations", payload)
+        if self._on_actuation_hook is not None:
+            self._on_actuation_hook(r)
+
+    # --- worker -------------------------------------------------------------------------------
+    def _work(self) -> None:
+        try:
+            while True:
+                frame = self._slot.get(timeout_s=0.2)
+                if frame is None:
+                    if self._slot.closed:
+                        return
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    self._process(frame)
+                except Exception as e:  # a bad frame must not stop the line
+                    log.exception("frame_failed", frame=frame.index)
+                    self.metrics.bad_frames += 1
+                    self.alert("frame_failed", f"frame {frame.index}: {type(e).__name__}: {e}")
+                self.metrics.frame_processing.add(time.perf_counter() - t0)
+                self.metrics.processed.tick()
+        finally:
+            self._worker_done.set()
+
+    def _valid(self, image: np.ndarray) -> bool:
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            return False
+        x, y, w, h = self._region
+        if image.shape[0] < y + h or image.shape[1] < x + w:
+            if not self._region_alerted:
+                self._region_alerted = True
+                self.alert("region_outside_frame", f"belt region {self._region} does not fit frame {image.shape}")
+            return False
+        if self._expected_shape is None:
+            self._expected_shape = image.shape
+        return image.shape == self._expected_shape
+
+    def _process(self, frame: Frame) -> None:
+        if not self._valid(frame.image):
+            self.metrics.bad_frames += 1
+            return
+        x, y, w, h = self._region
+        region = frame.image[y : y + h, x : x + w]
+        if self.s.belt.rotate:
+            region = cv2.rotate(region, _ROTATIONS[self.s.belt.rotate])
+        detections = self.detector.detect(region)
+        ready = self.tracker.update(detections, frame.t_capture, frame.index, region)
+        if ready:
+            self._classify(ready)
+
+    def _classify(self, ready: list[ReadyItem]) -> None:
+        assert self.classifier is not None
+        decisions = self.classifier.decide([r.crop for r in ready])
+        t_decided = time.monotonic()
+        self.metrics.inference.add(self.classifier.last_inference_s)
+        s = self.s
+        for item, d in zip(ready, decisions):
+            gate = s.gates[d.gate]
+            position_mm = item.det.cx / s.belt.px_per_mm
+            due = firing_time(item.t_capture, position_mm, gate.distance_mm, s.belt.speed_mm_s, gate.lead_time_ms)
+            event = ItemEvent(
+                id=item.track_id,
+                run=self.run_id,
+                frame=item.frame_index,
+                t_capture=round(item.t_capture, 6),
+                captured_at=self.clock.unix(item.t_capture) or 0.0,
+                label=d.label,
+                confidence=d.confidence,
+                scores=d.scores,
+                unknown=d.unknown,
+                decision=d.action,
+                reject_reason=d.reason,
+                gate=d.gate,
+                position_mm=round(position_mm, 2),
+                due=round(due, 6),
+                latency_ms=round((t_decided - item.t_capture) * 1000, 3),
+                partial_view=item.partial,
+            )
+            m = self.metrics
+            m.items += 1
+            m.per_class[d.label] += 1
+            if d.action == "sort":
+                m.sorted += 1
+            else:
+                m.rejects[d.reason or "other"] += 1
+            m.decision.add(t_decided - item.t_capture)
+            with self._results_lock:
+                self.items.append(event)
+            if self.publisher is not None:
+                self.publisher.publish("items", event.payload())
+            log.info("item", id=event.id, label=d.label, confidence=d.confidence, decision=d.action,
+                     reason=d.reason, gate=d.gate, latency_ms=event.latency_ms)
+            if self._on_item_hook is not None:
+                self._on_item_hook(event)
+            self.scheduler.schedule(ActuationRequest(item.track_id, d.gate, gate.pulse_ms, due))
+
+
+def run_pipeline(
+    settings: Settings,
+    classifier: Classifier | None = None,
+    on_item: Callable[[ItemEvent], None] | None = None,
+    on_actuation: Callable[[ActuationResult], None] | None = None,
+    stop_event: threading.Event | None = None,
+    timeout_s: float | None = None,
+    ready_timeout_s: float = 10.0,
+) -> RunSummary:
+    """Run the whole pipeline on ``settings.camera.source`` until it ends (or ``stop_event``/timeout).
+
+    Waits up to ``ready_timeout_s`` for the serial controller before the first frame
+    counts, so that a run on a file measures the pipeline, not the handshake.
+    """
+    p = Pipeline(settings, classifier=classifier, on_item=on_item, on_actuation=on_actuation)
+    p.start(serial_wait_s=ready_timeout_s)
+    try:
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        while not p.wait_source_done(0.1):
+            if stop_event is not None and stop_event.is_set():
+                break
+            if end is not None and time.monotonic() > end:
+                log.warning("run_pipeline_timeout", timeout_s=timeout_s)
+                break
+    finally:
+        summary = p.stop()
+    return summary

@@ -1,0 +1,236 @@
+"""Daemon configuration: a TOML file plus ``WASTESORT_...`` environment overrides.
+
+Environment variables win over the file; nested keys use ``__``
+(``WASTESORT_MQTT__HOST=broker``, ``WASTESORT_GATES__2__DISTANCE_MM=850``).
+All physical quantities are in millimetres, milliseconds or seconds as named.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CameraSettings(_Section):
+    """Where frames come from: camera index ("0"), device path, RTSP/HTTP URL, video file or image folder."""
+
+    source: str = "0"
+    realtime: bool = True  # files/folders: pace at fps (True) or run as fast as possible (False)
+    folder_fps: float = Field(30.0, gt=0)  # pacing for image folders
+    reconnect_delay_s: float = Field(1.0, gt=0)
+    reconnect_max_delay_s: float = Field(10.0, gt=0)
+    max_failures: int = Field(0, ge=0)  # consecutive failed opens before giving up; 0 = retry forever
+
+
+class BeltSettings(_Section):
+    """Geometry and motion of the belt, from calibration."""
+
+    region: tuple[int, int, int, int] = (0, 0, 640, 240)  # x, y, width, height in pixels
+    rotate: Literal[0, 90, 180, 270] = 0  # rotate the crop so that items move left to right
+    speed_mm_s: float = Field(300.0, gt=0)
+    px_per_mm: float = Field(1.0, gt=0)
+
+    @field_validator("region")
+    @classmethod
+    def _region_positive(cls, v: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        x, y, w, h = v
+        if x < 0 or y < 0 or w < 16 or h < 16:
+            raise ValueError("region must be [x, y, width, height] with x, y >= 0 and width, height >= 16")
+        return v
+
+
+class DetectSettings(_Section):
+    """Foreground segmentation against a model of the empty belt."""
+
+    diff_threshold: int = Field(30, ge=1, le=255)
+    min_area_px: int = Field(400, ge=1)
+    blur_px: int = Field(5, ge=1)
+    morph_px: int = Field(5, ge=1)
+    background_alpha: float = Field(0.02, ge=0, le=1)  # learning rate of the empty-belt model
+    background_image: Path | None = None  # optional photo of the empty belt; else the first frame
+    edge_margin_px: int = Field(2, ge=0)  # a box this close to the region edge is "not fully inside"
+
+
+class TrackSettings(_Section):
+    max_match_distance_px: float = Field(40.0, gt=0)
+    max_missed_frames: int = Field(5, ge=0)
+
+
+class ClassifySettings(_Section):
+    model_path: Path | None = None  # None: the shipped default model
+    backend: Literal["torch", "onnx"] = "torch"
+    confidence_threshold: float = Field(0.5, ge=0, le=1)
+    unknown_threshold: float = Field(0.5, ge=0, le=1)
+    num_threads: int = Field(0, ge=0)  # torch intra-op threads; 0 = half the CPU cores (at least 1)
+    crop_padding_px: int = Field(4, ge=0)
+
+
+class GateSettings(_Section):
+    distance_mm: float = Field(gt=0)  # from the upstream (left) edge of the belt region to the gate
+    lead_time_ms: float = Field(0.0, ge=0)  # actuator latency: fire this much earlier
+    pulse_ms: int = Field(80, ge=1, le=10_000)
+
+
+class SerialSettings(_Section):
+    enabled: bool = True
+    port: str = "/dev/ttyUSB0"  # prefer the stable /dev/serial/by-id/... name
+    baud: int = Field(115200, gt=0)
+    ack_timeout_ms: float = Field(50.0, gt=0)
+    retries: int = Field(2, ge=0)
+    max_late_ms: float = Field(30.0, ge=0)  # never (re)send a FIRE later than due + this
+    heartbeat_s: float = Field(1.0, gt=0)
+    reconnect_delay_s: float = Field(0.5, gt=0)
+    reconnect_max_delay_s: float = Field(5.0, gt=0)
+    protocol_version: int = Field(1, ge=1)
+
+
+class MqttSettings(_Section):
+    enabled: bool = True
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = "wastesort"
+    line_id: str = "line1"
+    client_id: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: int = Field(30, ge=5)
+    qos: Literal[0, 1, 2] = 1
+    stats_interval_s: float = Field(10.0, gt=0)
+    reconnect_min_delay_s: int = Field(1, ge=1)
+    reconnect_max_delay_s: int = Field(30, ge=1)
+
+    @field_validator("prefix", "line_id")
+    @classmethod
+    def _topic_safe(cls, v: str) -> str:
+        if not v or any(c in v for c in "+#/") or v != v.strip():
+            raise ValueError("must be non-empty without '/', '+', '#' or surrounding spaces")
+        return v
+
+    def read_password(self) -> str | None:
+        """The broker password, read from ``password_file`` (never stored in the config itself)."""
+        if self.password_file is None:
+            return None
+        return self.password_file.read_text(encoding="utf-8").strip()
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+def _default_class_to_gate() -> dict[str, int]:
+    return {"cardboard": 1, "paper": 1, "glass": 2, "metal": 3, "plastic": 3, "trash": 4}
+
+
+def _default_gates() -> dict[int, GateSettings]:
+    return {
+        1: GateSettings(distance_mm=900, lead_time_ms=15),
+        2: GateSettings(distance_mm=1100, lead_time_ms=15),
+        3: GateSettings(distance_mm=1300, lead_time_ms=15),
+        4: GateSettings(distance_mm=1500, lead_time_ms=15),
+    }
+
+
+class Settings(BaseSettings):
+    """Everything the daemon needs; see daemon/defaults/example.toml for a commented example."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WASTESORT_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    camera: CameraSettings = CameraSettings()
+    belt: BeltSettings = BeltSettings()
+    detect: DetectSettings = DetectSettings()
+    track: TrackSettings = TrackSettings()
+    classify: ClassifySettings = ClassifySettings()
+    gates: dict[int, GateSettings] = Field(default_factory=_default_gates)
+    class_to_gate: dict[str, int] = Field(default_factory=_default_class_to_gate)
+    reject_gate: int = 4
+    serial: SerialSettings = SerialSettings()
+    mqtt: MqttSettings = MqttSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment must override it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _gates_exist(self) -> Settings:
+        known = set(self.gates)
+        if self.reject_gate not in known:
+            raise ValueError(f"reject_gate {self.reject_gate} is not defined in [gates] (defined: {sorted(known)})")
+        for cls_name, gate in self.class_to_gate.items():
+            if gate not in known:
+                raise ValueError(
+                    f"class_to_gate.{cls_name} = {gate} is not defined in [gates] (defined: {sorted(known)})"
+                )
+        region_mm = self.belt.region[2] / self.belt.px_per_mm
+        for gate, g in self.gates.items():
+            if g.distance_mm <= region_mm:
+                raise ValueError(
+                    f"gates.{gate}.distance_mm = {g.distance_mm} must be beyond the belt region "
+                    f"({region_mm:.0f} mm = region width / px_per_mm)"
+                )
+        if self.mqtt.password_file is not None and self.mqtt.username is None:
+            raise ValueError("mqtt.password_file is set but mqtt.username is not")
+        return self
+
+
+class ConfigError(Exception):
+    """A configuration problem, already formatted for a human (no traceback needed)."""
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {key}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read ``path`` (TOML) then apply environment overrides; raise ConfigError with a readable message."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is None:
+        # Dump the defaults so that environment overrides merge into them key by key.
+        data = Settings.model_construct().model_dump(mode="json")
+    else:
+        p = Path(path)
+        source = str(p)
+        try:
+            with p.open("rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {p}: {e}") from None
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source + " (+ WASTESORT_* environment)")) from None

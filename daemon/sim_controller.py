@@ -1,0 +1,159 @@
+"""A gate controller simulator that speaks docs/serial-protocol.md over a pseudo-terminal.
+
+It stands in for the real controller in the demo and the tests: it creates a pty
+pair, publishes the daemon-side end under a stable symlink (like
+/dev/serial/by-id/...), answers HELLO/PING/FIRE and reports every actuation with
+its CLOCK_MONOTONIC time (comparable across processes on Linux).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import sys
+import threading
+import time
+import tty
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from daemon import serial_protocol as sp
+
+
+@dataclass(frozen=True)
+class FireRecord:
+    """One gate actuation performed by the simulated controller."""
+
+    seq: int
+    gate: int
+    duration_ms: int
+    t_monotonic: float
+
+
+class SimController:
+    """Owns the pty master; call start() to serve in a thread or serve_forever() to block."""
+
+    def __init__(
+        self,
+        link: str | Path,
+        n_gates: int = 4,
+        version: int = sp.PROTOCOL_VERSION,
+        on_fire: Callable[[FireRecord], None] | None = None,
+    ) -> None:
+        self.link = Path(link)
+        self.n_gates = n_gates
+        self.version = version
+        self.on_fire = on_fire
+        self.fires: list[FireRecord] = []
+        self.malformed = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._recent: dict[int, sp.Fire] = {}  # seq -> command, to de-duplicate retransmissions
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        tmp = self.link.with_name(self.link.name + f".tmp{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(os.ttyname(self._slave))
+        os.replace(tmp, self.link)
+
+    def start(self) -> SimController:
+        self._thread = threading.Thread(target=self.serve_forever, name="sim-controller", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the pty: the daemon sees the port vanish, as on a USB unplug."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        for fd in (self._master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            if self.link.is_symlink():
+                self.link.unlink()
+        except OSError:
+            pass
+
+    def serve_forever(self) -> None:
+        buf = b""
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([self._master], [], [], 0.1)
+                if not ready:
+                    continue
+                chunk = os.read(self._master, 4096)
+            except OSError:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.05)
+                continue
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                reply = self.handle_line(line)
+                if reply is not None:
+                    try:
+                        os.write(self._master, sp.encode(reply))
+                    except OSError:
+                        pass
+            if len(buf) > sp.MAX_LINE_BYTES:
+                buf = b""
+                self.malformed += 1
+
+    def handle_line(self, line: bytes) -> sp.Message | None:
+        """Answer one request line; malformed lines get no reply (the sender times out and retries)."""
+        try:
+            msg = sp.decode(line)
+        except sp.ProtocolError:
+            self.malformed += 1
+            return None
+        match msg:
+            case sp.Hello():
+                return sp.Banner(self.version, self.n_gates)
+            case sp.Ping(seq):
+                return sp.Pong(seq)
+            case sp.Fire(seq, gate, duration_ms):
+                if not 1 <= gate <= self.n_gates:
+                    return sp.Nak(seq, "bad_gate")
+                if self._recent.get(seq) == msg:
+                    return sp.Ack(seq)  # retransmission: the gate already fired
+                self._recent[seq] = msg
+                if len(self._recent) > 256:
+                    self._recent.pop(next(iter(self._recent)))
+                record = FireRecord(seq, gate, duration_ms, time.monotonic())
+                self.fires.append(record)
+                if self.on_fire is not None:
+                    self.on_fire(record)
+                return sp.Ack(seq)
+        return None  # replies (ACK, PONG...) are not requests
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wastesort sim-controller", description=__doc__)
+    parser.add_argument("--link", required=True, help="symlink to create for the daemon side of the pty")
+    parser.add_argument("--gates", type=int, default=4, help="number of gates (1..N)")
+    parser.add_argument("--version", type=int, default=sp.PROTOCOL_VERSION, help="protocol version to announce")
+    args = parser.parse_args(argv)
+
+    def print_fire(r: FireRecord) -> None:
+        print(json.dumps({"event": "fire", **asdict(r)}), flush=True)
+
+    sim = SimController(args.link, n_gates=args.gates, version=args.version, on_fire=print_fire)
+    print(json.dumps({"event": "ready", "link": str(sim.link), "pty": os.ttyname(sim._slave)}), flush=True)
+    try:
+        sim.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

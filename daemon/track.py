@@ -1,0 +1,121 @@
+"""Follows items across frames using the known belt motion, so each physical item gets one id.
+
+A track's position is predicted as ``x + belt_speed_px_s * dt`` and matched to
+the nearest detection. Each track is handed out for classification exactly
+once: on its first view fully inside the region, or - for an item that never
+fits - with its largest view when it leaves.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from daemon.detect import Detection
+from daemon.settings import TrackSettings
+
+
+@dataclass
+class Track:
+    id: int
+    det: Detection
+    t_last: float
+    frame_index: int
+    first_seen: float
+    missed: int = 0
+    classified: bool = False
+    best_crop: np.ndarray | None = None
+    best_area: float = 0.0
+    best_t: float = 0.0
+    best_det: Detection | None = None
+    best_frame: int = 0
+
+
+@dataclass(frozen=True)
+class ReadyItem:
+    """An item to classify now: its crop and where it was, in the frame captured at ``t_capture``."""
+
+    track_id: int
+    crop: np.ndarray
+    det: Detection
+    t_capture: float
+    frame_index: int
+    first_seen: float
+    partial: bool = False  # classified from a view that was not fully inside the region
+
+
+@dataclass
+class BeltTracker:
+    settings: TrackSettings
+    speed_px_s: float
+    region_width: int
+    edge_margin_px: int = 2
+    crop_padding_px: int = 4
+    tracks: list[Track] = field(default_factory=list)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def _inside(self, d: Detection) -> bool:
+        return d.x > self.edge_margin_px and d.x + d.w < self.region_width - self.edge_margin_px
+
+    def _crop(self, region: np.ndarray, d: Detection) -> np.ndarray:
+        p = self.crop_padding_px
+        h, w = region.shape[:2]
+        return region[max(0, d.y - p) : min(h, d.y + d.h + p), max(0, d.x - p) : min(w, d.x + d.w + p)]
+
+    def update(
+        self, detections: list[Detection], t: float, frame_index: int, region: np.ndarray
+    ) -> list[ReadyItem]:
+        """Match ``detections`` (from ``region`` captured at ``t``) to tracks; return items to classify."""
+        pairs = []
+        for ti, tr in enumerate(self.tracks):
+            px = tr.det.cx + self.speed_px_s * (t - tr.t_last)
+            for di, d in enumerate(detections):
+                dist = float(np.hypot(d.cx - px, d.cy - tr.det.cy))
+                if dist <= self.settings.max_match_distance_px:
+                    pairs.append((dist, ti, di))
+        pairs.sort()
+        used_t: set[int] = set()
+        used_d: set[int] = set()
+        ready: list[ReadyItem] = []
+        for _, ti, di in pairs:
+            if ti in used_t or di in used_d:
+                continue
+            used_t.add(ti)
+            used_d.add(di)
+            tr = self.tracks[ti]
+            tr.det, tr.t_last, tr.frame_index, tr.missed = detections[di], t, frame_index, 0
+            self._observe(tr, region, ready)
+        for di, d in enumerate(detections):
+            if di not in used_d:
+                tr = Track(next(self._ids), d, t, frame_index, first_seen=t)
+                self.tracks.append(tr)
+                self._observe(tr, region, ready)
+        survivors = []
+        for ti, tr in enumerate(self.tracks):
+            if ti not in used_t and tr.t_last != t:
+                tr.missed += 1
+            gone = tr.missed > self.settings.max_missed_frames
+            if gone and not tr.classified and tr.best_crop is not None and tr.best_det is not None:
+                tr.classified = True
+                ready.append(
+                    ReadyItem(tr.id, tr.best_crop, tr.best_det, tr.best_t, tr.best_frame, tr.first_seen, partial=True)
+                )
+            if not gone:
+                survivors.append(tr)
+        self.tracks = survivors
+        return ready
+
+    def _observe(self, tr: Track, region: np.ndarray, ready: list[ReadyItem]) -> None:
+        if tr.classified:
+            return
+        d = tr.det
+        if self._inside(d):
+            tr.classified = True
+            tr.best_crop = None
+            ready.append(ReadyItem(tr.id, self._crop(region, d), d, tr.t_last, tr.frame_index, tr.first_seen))
+            return
+        if d.area > tr.best_area:
+            tr.best_area, tr.best_t, tr.best_det, tr.best_frame = d.area, tr.t_last, d, tr.frame_index
+            tr.best_crop = self._crop(region, d).copy()  # kept in case it never fits fully
