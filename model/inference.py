@@ -1,0 +1,211 @@
+"""The inference API the daemon and the benchmarks use: `load_classifier(...).predict(images)`.
+
+Two backends share preprocessing and post-processing: eager PyTorch and
+ONNX Runtime (the student is exported in memory at load time, or read from an
+exported .onnx file). Probabilities are temperature-calibrated with the
+temperature stored in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import StudentCheckpoint, load_checkpoint
+from .preprocess import PreprocessConfig, preprocess_bgr
+from .student import DistilledViT
+from .unknown import softmax, unknown_scores
+
+DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "default.pt"
+Backend = Literal["torch", "onnx"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    confidence: float  # calibrated probability of `label`
+    scores: dict[str, float]  # calibrated per-class probabilities
+    unknown: float  # in [0, 1]; higher = more likely an item of no trained class
+
+
+class InferenceNet(nn.Module):
+    """What is exported and run: image batch -> (averaged logits, class-token feature)."""
+
+    def __init__(self, student: DistilledViT) -> None:
+        super().__init__()
+        self.student = student.eval()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cls_feat, dist_feat = self.student.forward_features(x)
+        logits = (self.student.head(cls_feat) + self.student.head_dist(dist_feat)) / 2
+        return logits, cls_feat
+
+
+class _Runner(Protocol):
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class TorchRunner:
+    def __init__(self, net: InferenceNet) -> None:
+        self.net = net.eval()
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            logits, feat = self.net(torch.from_numpy(batch))
+        return logits.numpy(), feat.numpy()
+
+
+def export_onnx_bytes(net: InferenceNet, preprocess: PreprocessConfig, opset: int = 17) -> bytes:
+    """Export the inference network to ONNX (dynamic batch) and return the serialised model."""
+    buf = io.BytesIO()
+    dummy = torch.zeros(1, 3, preprocess.height, preprocess.width)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about the (static) input-size check
+        torch.onnx.export(
+            net,
+            (dummy,),
+            buf,
+            dynamo=False,
+            input_names=["input"],
+            output_names=["logits", "features"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+            opset_version=opset,
+        )
+    return buf.getvalue()
+
+
+class OnnxRunner:
+    def __init__(self, onnx_model: bytes | str, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(onnx_model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, feat = self.session.run(["logits", "features"], {"input": batch})
+        return logits, feat
+
+
+class Classifier:
+    """A loaded student: `predict(list of BGR uint8 images) -> list[Prediction]`."""
+
+    def __init__(self, ckpt: StudentCheckpoint, runner: _Runner, backend: str) -> None:
+        self.checkpoint = ckpt
+        self.class_names = list(ckpt.class_names)
+        self.preprocess = ckpt.preprocess
+        self.backend = backend
+        self._runner = runner
+
+    def logits_and_features(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return self._runner(preprocess_bgr(images, self.preprocess))
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        if len(images) == 0:
+            return []
+        logits, feats = self.logits_and_features(images)
+        probs = softmax(logits, self.checkpoint.temperature)
+        unknown = unknown_scores(logits, feats, self.checkpoint.unknown, self.checkpoint.temperature)
+        out = []
+        for p, u in zip(probs, unknown):
+            i = int(p.argmax())
+            out.append(
+                Prediction(
+                    label=self.class_names[i],
+                    confidence=float(p[i]),
+                    scores={c: float(v) for c, v in zip(self.class_names, p)},
+                    unknown=float(np.clip(u, 0.0, 1.0)),
+                )
+            )
+        return out
+
+
+ONNX_META_KEY = "wastesort_checkpoint"
+
+
+def load_classifier(path: str | Path | None = None, backend: Backend = "torch", threads: int | None = None) -> Classifier:
+    """Load a checkpoint (default: the shipped model) with the torch or onnx backend.
+
+    `path` may also be an .onnx file written by `wastesort-train export`, which
+    carries the checkpoint's metadata; it then needs the onnx backend.
+    """
+    if backend not in ("torch", "onnx"):
+        raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    path = Path(path) if path is not None else DEFAULT_MODEL_PATH
+    if not path.is_file():
+        hint = " (the shipped model is missing: train one with wastesort-train)" if path == DEFAULT_MODEL_PATH else ""
+        raise FileNotFoundError(f"model file not found: {path}{hint}")
+    if threads is None:
+        threads = int(os.environ.get("WASTESORT_THREADS", "0")) or None
+    if path.suffix == ".onnx":
+        if backend != "onnx":
+            raise ValueError(f"{path} is an ONNX file: use backend='onnx'")
+        ckpt = read_onnx_metadata(path)
+        return Classifier(ckpt, OnnxRunner(str(path), threads), "onnx")
+    ckpt = load_checkpoint(path)
+    net = InferenceNet(ckpt.build_model())
+    if backend == "torch":
+        if threads:
+            torch.set_num_threads(threads)
+        return Classifier(ckpt, TorchRunner(net), "torch")
+    return Classifier(ckpt, OnnxRunner(export_onnx_bytes(net, ckpt.preprocess), threads), "onnx")
+
+
+def onnx_metadata(ckpt: StudentCheckpoint) -> str:
+    return json.dumps(
+        {
+            "config": ckpt.config.to_dict(),
+            "class_names": ckpt.class_names,
+            "preprocess": ckpt.preprocess.to_dict(),
+            "temperature": ckpt.temperature,
+            "unknown": ckpt.unknown,
+            "meta": ckpt.meta,
+        }
+    )
+
+
+def read_onnx_metadata(path: Path) -> StudentCheckpoint:
+    import onnx
+
+    from .config import StudentConfig
+
+    model = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    if ONNX_META_KEY not in props:
+        raise ValueError(f"{path} has no wastesort metadata: export it with `wastesort-train export`")
+    d = json.loads(props[ONNX_META_KEY])
+    return StudentCheckpoint(
+        config=StudentConfig.from_dict(d["config"]),
+        state_dict={},
+        class_names=d["class_names"],
+        preprocess=PreprocessConfig.from_dict(d["preprocess"]),
+        temperature=float(d["temperature"]),
+        unknown=d.get("unknown"),
+        meta=d.get("meta", {}),
+    )
+
+
+def export_onnx_file(checkpoint_path: str | Path, out_path: str | Path) -> Path:
+    """Write a self-contained .onnx (network + wastesort metadata) for a checkpoint."""
+    import onnx
+
+    ckpt = load_checkpoint(checkpoint_path)
+    raw = export_onnx_bytes(InferenceNet(ckpt.build_model()), ckpt.preprocess)
+    model = onnx.load_from_string(raw)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = ONNX_META_KEY, onnx_metadata(ckpt)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out_path))
+    return out_path

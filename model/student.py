@@ -1,0 +1,121 @@
+"""The student: a distilled vision transformer with global+window attention,
+a meta-learned feature-wise affine layer and a convolutional feed-forward.
+
+Token layout: [cls, patches..., dist] -- the class token at the HEAD and the
+distillation token at the TAIL of the sequence, as the patent specifies.
+Training mode returns (cls_logits, dist_logits); eval mode returns their
+average, the usual DeiT-style inference for a distilled model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import GlobalWindowAttention
+from .config import StudentConfig
+from .conv_ffn import ConvFeedForward, MlpFeedForward
+from .feature_affine import FeatureWiseAffine
+
+
+class PatchEmbedding(nn.Module):
+    """Cut the image into fixed-size patches, flatten each, project it linearly to d_model."""
+
+    def __init__(self, patch_size: int, in_chans: int, d_model: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Linear(patch_size * patch_size * in_chans, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        p = self.patch_size
+        patches = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // p) * (w // p), c * p * p)
+        return self.proj(patches)
+
+
+class EncoderBlock(nn.Module):
+    """attention -> residual+LN -> feature-wise affine -> feed-forward -> residual+LN."""
+
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        grid = cfg.grid_size
+        self.attn = GlobalWindowAttention(cfg.d_model, cfg.n_heads, grid, cfg.window_radius, cfg.attn_dropout)
+        self.norm1 = nn.LayerNorm(cfg.d_model)
+        self.affine = (
+            FeatureWiseAffine(cfg.d_model, cfg.affine_init_gamma, cfg.affine_init_beta)
+            if cfg.use_feature_affine
+            else nn.Identity()
+        )
+        self.ffn: nn.Module
+        if cfg.conv_ffn:
+            self.ffn = ConvFeedForward(cfg.d_model, cfg.d_ff, grid, cfg.conv_depth, cfg.conv_kernel, cfg.ffn_dropout)
+        else:
+            self.ffn = MlpFeedForward(cfg.d_model, cfg.d_ff, cfg.ffn_dropout)
+        self.norm2 = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x + self.attn(x))
+        return self.norm2(h + self.ffn(self.affine(h)))
+
+
+class DistilledViT(nn.Module):
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = PatchEmbedding(cfg.patch_size, cfg.in_chans, cfg.d_model)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + 2, cfg.d_model))
+        self.emb_drop = nn.Dropout(cfg.emb_dropout)
+        self.blocks = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.n_layers))
+        self.head = nn.Linear(cfg.d_model, cfg.num_classes)
+        self.head_dist = nn.Linear(cfg.d_model, cfg.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for t in (self.cls_token, self.dist_token, self.pos_embed):
+            nn.init.trunc_normal_(t, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedded sequence (B, N+2, d) before the encoder: [cls, patches, dist] + positions."""
+        expected = self.cfg.image_size
+        if tuple(x.shape[-2:]) != tuple(expected):
+            raise ValueError(f"input spatial size {tuple(x.shape[-2:])} != configured image_size {expected}")
+        patches = self.patch_embed(x)
+        b = patches.shape[0]
+        seq = torch.cat([self.cls_token.expand(b, -1, -1), patches, self.dist_token.expand(b, -1, -1)], dim=1)
+        return self.emb_drop(seq + self.pos_embed)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final class-token and distillation-token features, each (B, d_model)."""
+        h = self.tokens(x)
+        for block in self.blocks:
+            h = block(h)
+        return h[:, 0], h[:, -1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        cls_feat, dist_feat = self.forward_features(x)
+        cls_logits, dist_logits = self.head(cls_feat), self.head_dist(dist_feat)
+        if self.training:
+            return cls_logits, dist_logits
+        return (cls_logits + dist_logits) / 2
+
+    def affine_layers(self) -> list[FeatureWiseAffine]:
+        return [b.affine for b in self.blocks if isinstance(b.affine, FeatureWiseAffine)]
+
+    def set_feature_affine(self, enabled: bool) -> None:
+        """Switch the meta-transformer noise on or off (the meta training needs both)."""
+        for layer in self.affine_layers():
+            layer.enabled = enabled
+
+    def affine_parameters(self) -> list[nn.Parameter]:
+        return [p for layer in self.affine_layers() for p in (layer.theta_gamma, layer.theta_beta)]
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        ids = {id(p) for p in self.affine_parameters()}
+        return [p for p in self.parameters() if id(p) not in ids]

@@ -1,0 +1,115 @@
+"""Training: data handling, the second-order meta step, and the whole CLI on a tiny real-image run."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+from model import load_classifier
+from model.config import tiny_config
+from model.preprocess import PreprocessConfig
+from model.student import DistilledViT
+from training.cli import main as train_main
+from training.data import CachedImageDataset, DataError, scan_image_folder, stratified_split
+from training.meta import EpisodeSampler, meta_step
+from training.metrics import compute_metrics, expected_calibration_error, fit_temperature
+
+
+def test_scan_skips_unreadable_images_and_rejects_empty_classes(image_folder: Path) -> None:
+    (image_folder / "glass" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (image_folder / "glass" / "notes.txt").write_text("hello")
+    index = scan_image_folder(image_folder)
+    assert len(index.samples) == 48
+    assert {Path(p).name for p, _ in index.skipped} == {"broken.jpg", "notes.txt"}
+    for f in (image_folder / "trash").iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match="no readable images"):
+        scan_image_folder(image_folder)
+    with pytest.raises(DataError, match="not found"):
+        scan_image_folder(image_folder / "missing")
+
+
+def test_split_is_stratified_and_reproducible(image_folder: Path) -> None:
+    samples = scan_image_folder(image_folder).samples
+    tr1, va1 = stratified_split(samples, 0.25, seed=3)
+    tr2, va2 = stratified_split(samples, 0.25, seed=3)
+    assert tr1 == tr2 and va1 == va2
+    assert not {s.path for s in tr1} & {s.path for s in va1}
+    assert [sum(s.label == c for s in va1) for c in range(6)] == [2] * 6
+    _, va3 = stratified_split(samples, 0.25, seed=4)
+    assert va3 != va1
+
+
+def test_meta_step_gives_the_noise_scales_a_second_order_gradient(image_folder: Path) -> None:
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = DistilledViT(cfg)
+    ds = CachedImageDataset(scan_image_folder(image_folder).samples, PreprocessConfig(*cfg.image_size))
+    ep = EpisodeSampler(ds, 6, rng=random.Random(0)).sample(seen_per_class=3, support=2, query=2)
+    before = [p.detach().clone() for p in model.affine_parameters()]
+    model_before = model.patch_embed.proj.weight.detach().clone()
+    model_opt = torch.optim.SGD(model.backbone_parameters(), lr=0.1)
+    affine_opt = torch.optim.SGD(model.affine_parameters(), lr=1.0)
+    out = meta_step(model, ep, 0.5, model_opt, affine_opt)
+    assert out["affine_grad_norm"] > 0
+    after = model.affine_parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(after, before)), "theta_gamma/theta_beta must change"
+    assert not torch.equal(model.patch_embed.proj.weight, model_before), "the model must learn from L_cls"
+    # the first-order shortcut (no create_graph) leaves no path from the thetas to L_pu
+    model.train()
+    model.set_feature_affine(True)
+    cls_logits, _ = model(ep.seen_x)
+    loss = torch.nn.functional.cross_entropy(cls_logits, ep.seen_y)
+    g = torch.autograd.grad(loss, model.backbone_parameters(), allow_unused=True)
+    assert all(x is None or not x.requires_grad for x in g)
+
+
+def test_metrics_and_temperature() -> None:
+    logits = torch.tensor([[4.0, 0.0], [0.0, 4.0], [4.0, 0.0], [4.0, 0.0]]).numpy()
+    labels = torch.tensor([0, 1, 1, 0]).numpy()
+    m = compute_metrics(logits, labels, ["a", "b"])
+    assert m.accuracy == 0.75 and m.confusion == [[2, 0], [1, 1]]
+    assert m.per_class["b"]["recall"] == 0.5 and m.per_class["a"]["precision"] == pytest.approx(2 / 3)
+    t = fit_temperature(logits, labels)
+    assert t > 1.0  # over-confident logits get softened
+    from training.metrics import softmax
+
+    assert expected_calibration_error(softmax(logits, t), labels) < expected_calibration_error(softmax(logits), labels)
+
+
+def test_the_whole_training_cli_on_a_tiny_run(image_folder: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(tiny_config().to_dict()))
+    common = ["--data", str(image_folder), "--run-dir", str(run), "--val-fraction", "0.25"]
+    assert train_main(["teacher", *common, "--epochs", "1", "--height", "24", "--width", "32", "--batch-size", "8"]) == 0
+    assert (run / "teacher.pt").is_file() and (run / "split.json").is_file()
+    assert train_main(["meta", *common, "--iterations", "2", "--iters-per-epoch", "1", "--config", str(cfg_file), "--seen-per-class", "3"]) == 0
+    log = [json.loads(line) for line in (run / "meta_log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in log] == [1, 2]
+    assert train_main(["distill", *common, "--epochs", "2", "--batch-size", "8"]) == 0
+    # resume: asking for one more epoch continues from epoch 2 rather than starting over
+    assert train_main(["distill", *common, "--epochs", "3", "--batch-size", "8", "--resume"]) == 0
+    epochs = [json.loads(line)["epoch"] for line in (run / "distill_log.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    student = run / "student.pt"
+    clf = load_classifier(student)
+    assert clf.class_names == ["cardboard", "glass", "metal", "paper", "plastic", "trash"]
+    assert clf.checkpoint.temperature > 0 and "val_accuracy" in clf.checkpoint.meta
+    img = cv2.imread(str(next((image_folder / "glass").iterdir())))
+    assert clf.predict([img])[0].label in clf.class_names
+    assert train_main(["evaluate", "--checkpoint", str(student), "--data", str(image_folder), "--json"]) == 0
+    assert (run / "student_confusion.png").is_file()
+    installed = tmp_path / "installed" / "default.pt"
+    assert train_main(["export", "--checkpoint", str(student), "--install", str(installed)]) == 0
+    assert installed.is_file() and student.with_suffix(".onnx").is_file()
+
+
+def test_training_cli_reports_a_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert train_main(["teacher", "--data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "data folder not found" in capsys.readouterr().err

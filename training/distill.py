@@ -1,0 +1,151 @@
+"""`wastesort-train distill`: the second training -- distil the student from the ResNet-50 teacher.
+
+Starts from the meta-trained weights (run_dir/meta_student.pt), keeps the meta-learned noise
+scales frozen (the transform stays active in training mode as a learned feature augmentation),
+and minimises the soft distillation loss with AdamW, linear warm-up and cosine decay. The teacher
+runs in eval mode under no_grad on the same augmented batch. The best epoch (validation
+accuracy) is written as a full single-file checkpoint with a fitted temperature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from model.checkpoint import save_checkpoint
+from model.config import StudentConfig
+from model.loss import DistillationLoss
+from model.preprocess import PreprocessConfig
+from model.student import DistilledViT
+
+from .augment import belt_augmentation
+from .data import CachedImageDataset, get_split
+from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, predict_logits, progress, resolve_device, save_state, seed_everything, warmup_cosine
+from .metrics import compute_metrics, fit_temperature
+from .teacher_train import load_teacher
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--tau", type=float, default=3.0)
+    p.add_argument("--lam", type=float, default=0.5)
+    p.add_argument("--hard", action="store_true", help="hard-label distillation variant")
+    p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default run_dir/teacher.pt); 'none' = no distillation")
+    p.add_argument("--init", type=Path, default=None, help="student init (default run_dir/meta_student.pt if present)")
+    p.add_argument("--out", type=Path, default=None, help="final checkpoint (default run_dir/student.pt)")
+    p.add_argument("--config", type=Path, default=None, help="StudentConfig JSON when there is no meta init")
+
+
+def _student(args: argparse.Namespace, names: list[str], run_dir: Path) -> DistilledViT:
+    init = args.init or (run_dir / "meta_student.pt")
+    if init.is_file():
+        d = torch.load(init, map_location="cpu", weights_only=True)
+        model = DistilledViT(StudentConfig.from_dict(d["config"]))
+        model.load_state_dict(d["state_dict"])
+        log.info("student initialised from %s", init)
+        return model
+    if args.init is not None:
+        raise FileNotFoundError(f"student init not found: {init}")
+    cfg = StudentConfig.from_dict({**json.loads(args.config.read_text()), "num_classes": len(names)}) if args.config else StudentConfig(num_classes=len(names))
+    log.warning("no meta-trained weights at %s: the student starts from random init", init)
+    return DistilledViT(cfg)
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    run_dir: Path = args.run_dir
+    names, train, val, _ = get_split(args.data, run_dir, args.val_fraction, args.seed)
+    model = _student(args, names, run_dir).to(device)
+    cfg = model.cfg
+    pre = PreprocessConfig(height=cfg.image_size[0], width=cfg.image_size[1])
+    teacher = None
+    teacher_path = args.teacher or (run_dir / "teacher.pt")
+    if str(teacher_path) != "none":
+        teacher, t_names = load_teacher(teacher_path, device)
+        if t_names != names:
+            raise ValueError(f"teacher classes {t_names} differ from the data's {names}")
+    train_ds = CachedImageDataset(train, pre, belt_augmentation(*cfg.image_size))
+    val_dl = make_loader(CachedImageDataset(val, pre), 64, False)
+    train_dl = make_loader(train_ds, args.batch_size, True, args.balance)
+    for p in model.affine_parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.05)
+    total = args.epochs * len(train_dl)
+    sched = warmup_cosine(opt, min(5 * len(train_dl), total // 5), total)
+    weights = class_weights(train_ds.labels, len(names)).to(device) if args.balance == "weights" else None
+    criterion = DistillationLoss(args.tau, args.lam if teacher is not None else 0.0, hard=args.hard, class_weight=weights)
+    state, state_path, logger = TrainState(), run_dir / "distill_state.pt", JsonlLog(run_dir / "distill_log.jsonl")
+    if args.resume and state_path.is_file():
+        state, _ = load_state(state_path, model, opt, sched)
+        log.info("resumed distillation at epoch %d", state.epoch)
+    best_path = run_dir / "student_best_state.pt"
+    timer = Timer()
+    while state.epoch < args.epochs:
+        model.train()
+        bar = progress(train_dl, f"distill {state.epoch + 1}/{args.epochs}")
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            cls_logits, dist_logits = model(x)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(x)
+            else:
+                t_logits = dist_logits.detach()
+            loss = criterion(cls_logits, dist_logits, t_logits, y)
+            if teacher is None:
+                loss = loss + torch.nn.functional.cross_entropy(dist_logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            state.step += 1
+            seen += len(y)
+            loss_sum += float(loss) * len(y)
+            correct += int((((cls_logits + dist_logits) / 2).argmax(1) == y).sum())
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        model.eval()
+        logits, ys = predict_logits(model, val_dl, device)
+        val_acc = float((logits.argmax(1) == ys).float().mean())
+        state.epoch += 1
+        rec = {"stage": "distill", "epoch": state.epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_acc": val_acc, "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed()}
+        logger.write(rec)
+        log.info("%s", rec)
+        if val_acc >= state.best_metric:
+            state.best_metric = val_acc
+            torch.save(model.state_dict(), best_path)
+        save_state(state_path, model, opt, sched, state)
+    model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+    model.eval()
+    logits, ys = predict_logits(model, val_dl, device)
+    temperature = fit_temperature(logits.numpy(), ys.numpy())
+    before = compute_metrics(logits.numpy(), ys.numpy(), names)
+    after = compute_metrics(logits.numpy(), ys.numpy(), names, temperature)
+    out = args.out or (run_dir / "student.pt")
+    save_checkpoint(
+        out,
+        model.cpu(),
+        names,
+        pre,
+        temperature=temperature,
+        meta={
+            "data": str(args.data),
+            "split": str(run_dir / "split.json"),
+            "val_accuracy": before.accuracy,
+            "val_macro_f1": before.macro_f1,
+            "val_ece_before_temperature": before.ece,
+            "val_ece_after_temperature": after.ece,
+            "distill": {"tau": args.tau, "lam": args.lam, "hard": args.hard, "epochs": args.epochs, "lr": args.lr, "teacher": str(teacher_path)},
+        },
+    )
+    return {"val_accuracy": before.accuracy, "val_macro_f1": before.macro_f1, "temperature": temperature, "ece_before": before.ece, "ece_after": after.ece, "checkpoint": str(out)}

@@ -1,0 +1,84 @@
+"""`wastesort-train evaluate`: score a checkpoint on any ImageFolder with the same class names.
+
+Uses `model.load_classifier` -- the exact inference path of the daemon, preprocessing included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from model.inference import load_classifier
+
+from .data import DataError, scan_image_folder
+from .metrics import Metrics, compute_metrics
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="ImageFolder root, or a run's split.json to score its validation part")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--json", action="store_true", help="print only the metrics as one JSON object")
+    p.add_argument("--confusion-png", type=Path, default=None, help="where to write the confusion matrix image")
+    p.add_argument("--batch-size", type=int, default=64)
+
+
+def _paths_and_labels(data: Path, class_names: list[str]) -> tuple[list[str], np.ndarray]:
+    if data.suffix == ".json":
+        d = json.loads(data.read_text())
+        if d["class_names"] != class_names:
+            raise DataError(f"split classes {d['class_names']} differ from the model's {class_names}")
+        root = Path(d["root"])
+        return [str(root / p) for p, _ in d["val"]], np.asarray([y for _, y in d["val"]])
+    index = scan_image_folder(data, class_names)
+    return [s.path for s in index.samples], np.asarray([s.label for s in index.samples])
+
+
+def evaluate_checkpoint(checkpoint: Path, data: Path, backend: str = "torch", batch_size: int = 64) -> tuple[Metrics, list[str]]:
+    clf = load_classifier(checkpoint, backend)  # type: ignore[arg-type]
+    paths, labels = _paths_and_labels(data, clf.class_names)
+    logits = []
+    for i in range(0, len(paths), batch_size):
+        imgs = [cv2.imread(p, cv2.IMREAD_COLOR) for p in paths[i : i + batch_size]]
+        logits.append(clf.logits_and_features(imgs)[0])
+    return compute_metrics(np.concatenate(logits), labels, clf.class_names, clf.checkpoint.temperature), clf.class_names
+
+
+def save_confusion_png(metrics: Metrics, class_names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(metrics.confusion)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(class_names)):
+        for j in range(len(class_names)):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_title(f"accuracy {metrics.accuracy:.3f}, macro-F1 {metrics.macro_f1:.3f}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> dict:
+    metrics, names = evaluate_checkpoint(args.checkpoint, args.data, args.backend, args.batch_size)
+    png = args.confusion_png or args.checkpoint.with_name(args.checkpoint.stem + "_confusion.png")
+    save_confusion_png(metrics, names, png)
+    result = metrics.to_dict()
+    result["confusion_png"] = str(png)
+    if not args.json:
+        print(f"accuracy {metrics.accuracy:.4f}  macro-F1 {metrics.macro_f1:.4f}  ECE {metrics.ece:.4f}  n={metrics.n}")
+        for name, pc in metrics.per_class.items():
+            print(f"  {name:10s} precision {pc['precision']:.3f} recall {pc['recall']:.3f} f1 {pc['f1']:.3f} n={pc['support']}")
+    return result

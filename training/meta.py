@@ -1,0 +1,230 @@
+"""`wastesort-train meta`: the patent's first training (learning-to-learn the feature-wise transform).
+
+Each meta-iteration:
+1. sample 5 classes: 4 pseudo-seen, 1 pseudo-unseen;
+2. L_cls: cross-entropy on a pseudo-seen batch with the feature-wise transform ACTIVE;
+3. a virtual SGD step of the backbone, theta' = theta - alpha * dL_cls/dtheta, kept in the
+   autograd graph (create_graph=True), so theta' depends on the transform's noise scales phi;
+4. L_pu: with the transform INACTIVE and the stepped weights theta' (torch.func.functional_call),
+   a prototype task over the 4 seen classes plus the unseen one: support features give class
+   means, queries are classified by negative squared distance;
+5. phi <- phi - beta * dL_pu/dphi: the only path from phi to L_pu runs through the second-order
+   term d(theta')/dphi, so a first-order shortcut would give exactly zero;
+6. theta <- AdamW step with dL_cls/dtheta.
+The model learns classification while phi learns how much feature noise makes a step on seen
+classes generalise to an unseen one (Tseng et al., "Cross-domain few-shot classification via
+learned feature-wise transformation", applied here to class splits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from model.config import StudentConfig
+from model.preprocess import PreprocessConfig
+from model.student import DistilledViT
+
+from .augment import belt_augmentation
+from .data import CachedImageDataset, get_split
+from .loop import JsonlLog, TrainState, Timer, load_state, predict_logits, make_loader, progress, resolve_device, save_state, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--iters-per-epoch", type=int, default=50, help="checkpoint/log interval")
+    p.add_argument("--lr", type=float, default=1e-3, help="model (AdamW) learning rate")
+    p.add_argument("--inner-lr", type=float, default=0.05, help="alpha: the virtual step size")
+    p.add_argument("--affine-lr", type=float, default=1e-2, help="beta: learning rate of theta_gamma/theta_beta")
+    p.add_argument("--seen-per-class", type=int, default=5)
+    p.add_argument("--support", type=int, default=2)
+    p.add_argument("--query", type=int, default=2)
+    p.add_argument("--config", type=Path, default=None, help="StudentConfig as JSON (default: the shipped config)")
+
+
+@dataclass
+class Episode:
+    seen_x: torch.Tensor
+    seen_y: torch.Tensor
+    support_x: torch.Tensor
+    support_y: torch.Tensor  # 0..4 within the episode
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+
+
+class EpisodeSampler:
+    """Draws pseudo-seen / pseudo-unseen class splits and their images."""
+
+    def __init__(self, dataset: CachedImageDataset, num_classes: int, n_seen: int = 4, rng: random.Random | None = None) -> None:
+        if num_classes < n_seen + 1:
+            raise ValueError(f"meta training needs at least {n_seen + 1} classes, the data has {num_classes}")
+        self.ds = dataset
+        self.n_seen = n_seen
+        self.rng = rng or random.Random(0)
+        self.by_class = [[i for i, y in enumerate(dataset.labels) if y == c] for c in range(num_classes)]
+
+    def _images(self, idx: list[int]) -> torch.Tensor:
+        return torch.stack([self.ds[i][0] for i in idx])
+
+    def sample(self, seen_per_class: int, support: int, query: int) -> Episode:
+        classes = self.rng.sample(range(len(self.by_class)), self.n_seen + 1)
+        seen, unseen = classes[: self.n_seen], classes[self.n_seen]
+        seen_idx = [i for c in seen for i in self.rng.sample(self.by_class[c], seen_per_class)]
+        seen_y = torch.tensor([self.ds.labels[i] for i in seen_idx])
+        sup_idx, qry_idx, sup_y, qry_y = [], [], [], []
+        for k, c in enumerate(seen + [unseen]):
+            pick = self.rng.sample(self.by_class[c], support + query)
+            sup_idx += pick[:support]
+            qry_idx += pick[support:]
+            sup_y += [k] * support
+            qry_y += [k] * query
+        return Episode(self._images(seen_idx), seen_y, self._images(sup_idx), torch.tensor(sup_y), self._images(qry_idx), torch.tensor(qry_y))
+
+
+class _Features(nn.Module):
+    """Lets functional_call run forward_features (it calls forward)."""
+
+    def __init__(self, student: DistilledViT) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student.forward_features(x)[0]
+
+
+def prototype_loss(support_f: torch.Tensor, support_y: torch.Tensor, query_f: torch.Tensor, query_y: torch.Tensor, n_way: int) -> torch.Tensor:
+    protos = torch.stack([support_f[support_y == k].mean(0) for k in range(n_way)])
+    logits = -torch.cdist(query_f, protos).pow(2) / query_f.shape[1] ** 0.5
+    return F.cross_entropy(logits, query_y)
+
+
+def meta_step(
+    model: DistilledViT,
+    episode: Episode,
+    inner_lr: float,
+    model_opt: torch.optim.Optimizer,
+    affine_opt: torch.optim.Optimizer,
+) -> dict[str, float]:
+    """One learning-to-learn iteration (see the module docstring). Returns the losses.
+
+    Attention runs on SDPA's math kernel here: the fused CPU kernel has no double backward.
+    """
+    with sdpa_kernel([SDPBackend.MATH]):
+        return _meta_step(model, episode, inner_lr, model_opt, affine_opt)
+
+
+def _meta_step(
+    model: DistilledViT,
+    episode: Episode,
+    inner_lr: float,
+    model_opt: torch.optim.Optimizer,
+    affine_opt: torch.optim.Optimizer,
+) -> dict[str, float]:
+    model.train()
+    wrapper = _Features(model)
+    backbone = {n: p for n, p in wrapper.named_parameters() if "theta_" not in n}
+    affine = {n: p for n, p in wrapper.named_parameters() if "theta_" in n}
+
+    model.set_feature_affine(True)
+    cls_logits, dist_logits = model(episode.seen_x)
+    l_cls = (F.cross_entropy(cls_logits, episode.seen_y) + F.cross_entropy(dist_logits, episode.seen_y)) / 2
+    grads = torch.autograd.grad(l_cls, list(backbone.values()), create_graph=True, allow_unused=True)
+    stepped = {
+        n: (p - inner_lr * g if g is not None else p) for (n, p), g in zip(backbone.items(), grads)
+    }
+
+    model.set_feature_affine(False)
+    params = {**stepped, **affine}
+    sup_f = functional_call(wrapper, params, (episode.support_x,))
+    qry_f = functional_call(wrapper, params, (episode.query_x,))
+    l_pu = prototype_loss(sup_f, episode.support_y, qry_f, episode.query_y, int(episode.support_y.max()) + 1)
+    affine_grads = torch.autograd.grad(l_pu, list(affine.values()))
+    model.set_feature_affine(True)
+
+    affine_opt.zero_grad(set_to_none=True)
+    for p, g in zip(affine.values(), affine_grads):
+        p.grad = g.detach()
+    affine_opt.step()
+    model_opt.zero_grad(set_to_none=True)
+    for p, g in zip(backbone.values(), grads):
+        p.grad = None if g is None else g.detach()
+    model_opt.step()
+    return {
+        "l_cls": float(l_cls.detach()),
+        "l_pu": float(l_pu.detach()),
+        "affine_grad_norm": float(torch.sqrt(sum((g**2).sum() for g in affine_grads))),
+    }
+
+
+def load_config(path: Path | None, num_classes: int) -> StudentConfig:
+    import json
+
+    if path is None:
+        return StudentConfig(num_classes=num_classes)
+    return StudentConfig.from_dict({**json.loads(path.read_text()), "num_classes": num_classes})
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    if device.type != "cpu":
+        log.info("meta training runs on %s", device)
+    run_dir: Path = args.run_dir
+    names, train, val, _ = get_split(args.data, run_dir, args.val_fraction, args.seed)
+    cfg = load_config(args.config, len(names))
+    pre = PreprocessConfig(height=cfg.image_size[0], width=cfg.image_size[1])
+    train_ds = CachedImageDataset(train, pre, belt_augmentation(*cfg.image_size))
+    val_dl = make_loader(CachedImageDataset(val, pre), 64, False)
+    model = DistilledViT(cfg).to(device)
+    model_opt = torch.optim.AdamW(model.backbone_parameters(), lr=args.lr, weight_decay=0.05)
+    affine_opt = torch.optim.Adam(model.affine_parameters(), lr=args.affine_lr)
+    sampler = EpisodeSampler(train_ds, len(names), rng=random.Random(args.seed))
+    state, state_path, logger = TrainState(), run_dir / "meta_state.pt", JsonlLog(run_dir / "meta_log.jsonl")
+    if args.resume and state_path.is_file():
+        state, extra = load_state(state_path, model, model_opt, None)
+        affine_opt.load_state_dict(extra["affine_opt"])
+        log.info("resumed meta training at iteration %d", state.step)
+    timer = Timer()
+    while state.step < args.iterations:
+        n = min(args.iters_per_epoch, args.iterations - state.step)
+        bar = progress(range(n), f"meta {state.step}/{args.iterations}")
+        sums = {"l_cls": 0.0, "l_pu": 0.0, "affine_grad_norm": 0.0}
+        for _ in bar:
+            ep = sampler.sample(args.seen_per_class, args.support, args.query)
+            ep = Episode(*(t.to(device) for t in (ep.seen_x, ep.seen_y, ep.support_x, ep.support_y, ep.query_x, ep.query_y)))
+            out = meta_step(model, ep, args.inner_lr, model_opt, affine_opt)
+            for k in sums:
+                sums[k] += out[k]
+            state.step += 1
+            bar.set_postfix(l_cls=f"{out['l_cls']:.3f}", l_pu=f"{out['l_pu']:.3f}")
+        model.eval()
+        logits, ys = predict_logits(model, val_dl, device)
+        val_acc = float((logits.argmax(1) == ys).float().mean())
+        sg, sb = zip(*(l.noise_scales() for l in model.affine_layers()))
+        rec = {
+            "stage": "meta",
+            "iteration": state.step,
+            **{k: v / n for k, v in sums.items()},
+            "val_acc": val_acc,
+            "sigma_gamma_mean": float(torch.stack(sg).mean()),
+            "sigma_beta_mean": float(torch.stack(sb).mean()),
+            "elapsed_s": timer.elapsed(),
+        }
+        logger.write(rec)
+        log.info("%s", rec)
+        state.epoch += 1
+        torch.save({"config": cfg.to_dict(), "state_dict": model.state_dict(), "class_names": names, "val_acc": val_acc}, run_dir / "meta_student.pt")
+        save_state(state_path, model, model_opt, None, state, {"affine_opt": affine_opt.state_dict()})
+    return {"iterations": state.step, "val_acc": float(np.round(val_acc, 4)) if args.iterations else 0.0}
