@@ -56,6 +56,8 @@ class PipelineMetrics:
     """Everything the stats topic and the run summary report. Each counter has one writer thread."""
 
     started: float = field(default_factory=time.monotonic)
+    first_frame: float | None = None  # capture time of the first/last processed frame: the active window
+    last_frame: float | None = None
     captured: RateMeter = field(default_factory=RateMeter)
     processed: RateMeter = field(default_factory=RateMeter)
     dropped_frames: int = 0

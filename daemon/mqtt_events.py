@@ -33,6 +33,7 @@ class EventPublisher:
         self._on_link = on_link
         self.base = f"{settings.prefix}/{settings.line_id}"
         self._connected = threading.Event()
+        self._closing = False
         self._ever_connected = False
         self._unacked: list[mqtt.MQTTMessageInfo] = []
         self._lock = threading.Lock()
@@ -99,6 +100,7 @@ class EventPublisher:
         delivered = self.pending() == 0
         if not delivered:
             log.warning("mqtt_undelivered_at_exit", messages=self.pending())
+        self._closing = True
         self._client.disconnect()
         self._client.loop_stop()
         return delivered
@@ -120,7 +122,7 @@ class EventPublisher:
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        if was:
+        if was and not self._closing:
             log.warning("mqtt_disconnected", reason=str(reason_code))
             if self._on_link:
                 self._on_link(False, f"broker connection lost: {reason_code}")

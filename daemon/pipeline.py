@@ -164,6 +164,9 @@ class Pipeline:
             return self.actuator.wait_connected(max(0.0, end - time.monotonic()))
         return True
 
+    def capture_opened(self) -> bool:
+        return self.capture is not None and self.capture.opened.is_set()
+
     def wait_source_done(self, timeout_s: float | None = None) -> bool:
         """Block until the source ended (file played to the end, or capture given up)."""
         return self._worker_done.wait(timeout_s)
@@ -240,6 +243,9 @@ class Pipeline:
     def summary(self) -> RunSummary:
         m = self.metrics
         duration = max(1e-9, time.monotonic() - m.started)
+        # fps over the frames' own time span, so start-up and the final drain do not dilute it
+        active = (m.last_frame - m.first_frame) if m.first_frame is not None and m.last_frame is not None else 0.0
+        n_intervals = max(0, m.processed.total - 1)
         lat50, lat99 = m.decision.percentiles_ms(50, 99)
         inf50, inf95 = m.inference.percentiles_ms(50, 95)
         (frame99,) = m.frame_processing.percentiles_ms(99)
@@ -248,8 +254,8 @@ class Pipeline:
             duration_s=round(duration, 3),
             frames_captured=m.captured.total,
             frames_processed=m.processed.total,
-            capture_fps=round(m.captured.total / duration, 2),
-            processing_fps=round(m.processed.total / duration, 2),
+            capture_fps=round(max(0, m.captured.total - 1) / active, 2) if active > 0 else 0.0,
+            processing_fps=round(n_intervals / active, 2) if active > 0 else 0.0,
             dropped_frames=m.dropped_frames,
             bad_frames=m.bad_frames,
             camera_failures=m.camera_failures,
@@ -331,6 +337,9 @@ class Pipeline:
                         return
                     continue
                 t0 = time.perf_counter()
+                if self.metrics.first_frame is None:
+                    self.metrics.first_frame = frame.t_capture
+                self.metrics.last_frame = frame.t_capture
                 try:
                     self._process(frame)
                 except Exception as e:  # a bad frame must not stop the line

@@ -85,7 +85,7 @@ class SerialSettings(_Section):
     baud: int = Field(115200, gt=0)
     ack_timeout_ms: float = Field(50.0, gt=0)
     retries: int = Field(2, ge=0)
-    max_late_ms: float = Field(30.0, ge=0)  # never (re)send a FIRE later than due + this
+    max_late_ms: float = Field(20.0, ge=0)  # never (re)send a FIRE later than due + this
     heartbeat_s: float = Field(1.0, gt=0)
     reconnect_delay_s: float = Field(0.5, gt=0)
     reconnect_max_delay_s: float = Field(5.0, gt=0)
@@ -203,7 +203,10 @@ class ConfigError(Exception):
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in e["loc"])
+        if not key:  # a cross-field check: its message names the keys itself
+            lines.append("  " + e["msg"].removeprefix("Value error, "))
+            continue
         value = e.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         lines.append(f"  {key}: {e['msg']}{shown}")

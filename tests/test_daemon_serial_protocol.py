@@ -1,0 +1,101 @@
+"""The serial line protocol codec: checksum, round trips and malformed input."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemon import serial_protocol as sp
+from daemon.sim_controller import SimController
+
+
+def test_crc8_matches_the_published_check_value() -> None:
+    # CRC-8/SMBUS check value (poly 0x07, init 0) for "123456789" is 0xF4.
+    assert sp.crc8(b"123456789") == 0xF4
+    assert sp.crc8(b"") == 0
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [sp.Hello(), sp.Banner(1, 4), sp.Fire(1, 2, 80), sp.Fire(65535, 255, 10000), sp.Ping(7), sp.Pong(7),
+     sp.Ack(42), sp.Nak(42, "bad_gate")],
+)
+def test_every_message_round_trips(msg: sp.Message) -> None:
+    wire = sp.encode(msg)
+    assert wire.endswith(b"\n") and wire.count(b"\n") == 1
+    assert sp.decode(wire) == msg
+
+
+def test_exact_wire_format_of_fire() -> None:
+    body = b"FIRE 12 3 80"
+    assert sp.encode(sp.Fire(12, 3, 80)) == body + b"*%02X\n" % sp.crc8(body)
+    assert sp.encode(sp.Banner(1, 4)).startswith(b"WASTESORT-GATE 1 4*")
+
+
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        (b"FIRE 1 2 80", "missing checksum"),
+        (b"FIRE 1 2 80*00", "checksum mismatch"),
+        (b"FIRE 1 2 80*5", "2 hex digits"),
+        (b"FIRE 1 2 80*ZZ", "bad checksum digits"),
+        (b"\xff\xfe", "missing checksum"),
+    ],
+)
+def test_bad_checksums_are_rejected(line: bytes, fragment: str) -> None:
+    with pytest.raises(sp.ProtocolError, match=fragment):
+        sp.decode(line)
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b"JUMP 1", "unknown command"),
+        (b"FIRE 1 2", "takes 3 argument"),
+        (b"FIRE x 2 80", "seq must be a decimal"),
+        (b"FIRE 1 -2 80", "gate must be a decimal"),
+        (b"FIRE 70000 2 80", "out of range"),
+        (b"FIRE  1 2 80", "empty word"),
+        (b"HELLO ", "empty word"),
+    ],
+)
+def test_grammar_errors_are_rejected_even_with_a_valid_checksum(body: bytes, fragment: str) -> None:
+    with pytest.raises(sp.ProtocolError, match=fragment):
+        sp.decode(body + b"*%02X\n" % sp.crc8(body))
+
+
+def test_corrupted_byte_is_caught_by_the_checksum() -> None:
+    wire = bytearray(sp.encode(sp.Fire(5, 2, 80)))
+    wire[5] = ord("6")  # seq 5 -> 6 in transit
+    with pytest.raises(sp.ProtocolError, match="checksum"):
+        sp.decode(bytes(wire))
+
+
+def test_overlong_line_is_rejected() -> None:
+    with pytest.raises(sp.ProtocolError, match="too long"):
+        sp.decode(b"PING 1" + b" " * 200)
+
+
+def test_nak_reason_must_be_one_word() -> None:
+    with pytest.raises(ValueError):
+        sp.encode(sp.Nak(1, "two words"))
+
+
+def test_sequence_numbers_wrap_and_skip_zero() -> None:
+    assert sp.next_seq(1) == 2
+    assert sp.next_seq(sp.MAX_SEQ) == 1
+
+
+def test_simulator_answers_the_grammar(tmp_path) -> None:
+    sim = SimController(tmp_path / "link", n_gates=3)
+    try:
+        assert sim.handle_line(sp.encode(sp.Hello())) == sp.Banner(sp.PROTOCOL_VERSION, 3)
+        assert sim.handle_line(sp.encode(sp.Ping(9))) == sp.Pong(9)
+        assert sim.handle_line(sp.encode(sp.Fire(1, 2, 80))) == sp.Ack(1)
+        assert sim.handle_line(sp.encode(sp.Fire(2, 4, 80))) == sp.Nak(2, "bad_gate")
+        # A retransmission of seq 1 is acknowledged again but does not fire twice.
+        assert sim.handle_line(sp.encode(sp.Fire(1, 2, 80))) == sp.Ack(1)
+        assert [(f.seq, f.gate) for f in sim.fires] == [(1, 2)]
+        assert sim.handle_line(b"FIRE 3 1 80*00") is None
+        assert sim.malformed == 1
+    finally:
+        sim.stop()

@@ -1,0 +1,107 @@
+"""Settings: the example file, environment overrides and readable validation errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon.settings import ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "daemon" / "defaults" / "example.toml"
+
+
+def test_example_config_is_valid_and_complete() -> None:
+    s = load_settings(EXAMPLE)
+    assert s.belt.speed_mm_s == 300.0 and s.belt.region == (0, 120, 640, 240)
+    assert s.reject_gate == 4 and s.gates[4].pulse_ms == 120
+    assert s.class_to_gate["glass"] == 2
+    assert s.serial.port.startswith("/dev/serial/by-id/")
+    assert (s.mqtt.prefix, s.mqtt.line_id, s.mqtt.qos) == ("wastesort", "line1", 1)
+
+
+def test_environment_overrides_nested_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WASTESORT_MQTT__HOST", "broker.example")
+    monkeypatch.setenv("WASTESORT_GATES__2__DISTANCE_MM", "1050")
+    monkeypatch.setenv("WASTESORT_CLASSIFY__CONFIDENCE_THRESHOLD", "0.75")
+    s = load_settings(EXAMPLE)
+    assert s.mqtt.host == "broker.example"
+    assert s.gates[2].distance_mm == 1050 and s.gates[2].lead_time_ms == 15  # merged, not replaced
+    assert s.gates[1].distance_mm == 900
+    assert s.classify.confidence_threshold == 0.75
+
+
+def test_invalid_environment_value_names_key_and_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WASTESORT_BELT__SPEED_MM_S", "-5")
+    with pytest.raises(ConfigError) as e:
+        load_settings(EXAMPLE)
+    assert "belt.speed_mm_s" in str(e.value) and "'-5'" in str(e.value)
+
+
+
+@pytest.mark.parametrize(
+    "toml, expected",
+    [
+        ("[belt]\nspeed_mm_s = 'fast'\n", "belt.speed_mm_s"),
+        ("[mqtt]\nport = 70000\n", "mqtt.port"),
+        ("[mqtt]\nline_id = 'a/b'\n", "mqtt.line_id"),
+        ("[camera]\nsourse = '0'\n", "camera.sourse"),
+        ("[classify]\nbackend = 'tensorflow'\n", "classify.backend"),
+        ("[belt]\nregion = [0, 0, 5, 5]\n", "belt.region"),
+        ("reject_gate = 9\n", "reject_gate 9 is not defined"),
+        ("[class_to_gate]\nglass = 7\n", "class_to_gate.glass = 7"),
+        ("reject_gate = 1\n[class_to_gate]\nglass = 1\n[gates.1]\ndistance_mm = 100\n",
+         "gates.1.distance_mm = 100.0 must be beyond the belt region"),
+    ],
+)
+def test_bad_values_give_a_clear_error(tmp_path: Path, toml: str, expected: str) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(toml)
+    with pytest.raises(ConfigError, match="invalid configuration") as e:
+        load_settings(p)
+    assert expected in str(e.value)
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
+    p = tmp_path / "broken.toml"
+    p.write_text("[belt\nspeed = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(p)
+
+
+def test_password_comes_from_a_file(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    p = tmp_path / "c.toml"
+    p.write_text(f"[mqtt]\nusername = 'sorter'\npassword_file = '{pw}'\n")
+    assert load_settings(p).mqtt.read_password() == "s3cret"
+    p.write_text(f"[mqtt]\npassword_file = '{pw}'\n")
+    with pytest.raises(ConfigError, match="username"):
+        load_settings(p)
+
+
+def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
+    ok = subprocess.run([sys.executable, "-m", "daemon", "check-config", str(EXAMPLE)],
+                        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "OK" in ok.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[belt]\nspeed_mm_s = 0\n[serial]\nbaud = 'x'\n")
+    r = subprocess.run([sys.executable, "-m", "daemon", "check-config", str(bad)],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "belt.speed_mm_s" in r.stderr and "(got 0)" in r.stderr and "serial.baud" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_run_with_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[classify]\nconfidence_threshold = 2\n")
+    r = subprocess.run([sys.executable, "-m", "daemon", "run", "--config", str(bad)],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "classify.confidence_threshold" in r.stderr and "Traceback" not in r.stderr
