@@ -49,6 +49,7 @@ class SimController:
         self.on_fire = on_fire
         self.fires: list[FireRecord] = []
         self.malformed = 0
+        self.drop_requests = 0  # fault injection: ignore this many incoming lines, as if lost on the wire
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._recent: dict[int, sp.Fire] = {}  # seq -> command, to de-duplicate retransmissions
@@ -108,6 +109,9 @@ class SimController:
 
     def handle_line(self, line: bytes) -> sp.Message | None:
         """Answer one request line; malformed lines get no reply (the sender times out and retries)."""
+        if self.drop_requests > 0:
+            self.drop_requests -= 1
+            return None
         try:
             msg = sp.decode(line)
         except sp.ProtocolError:

@@ -1,0 +1,133 @@
+"""Capture: one-slot hand-off, real-time pacing vs. lossless fast mode, failing sources, bad frames."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from daemon.capture import CaptureThread, Frame, FrameSlot, classify_source
+from daemon.metrics import PipelineMetrics
+from daemon.pipeline import Pipeline
+from daemon.settings import CameraSettings
+from daemon_fixtures import make_settings, tiny_classifier, tiny_model_path, wait_for  # noqa: F401
+
+
+def write_video(path: Path, n: int, fps: float = 30.0, size: tuple[int, int] = (160, 120)) -> Path:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for k in range(n):
+        img = np.full((size[1], size[0], 3), 60, np.uint8)
+        cv2.putText(img, str(k), (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
+        w.write(img)
+    w.release()
+    return path
+
+
+class Alerts:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def __call__(self, kind: str, message: str) -> None:
+        self.items.append((kind, message))
+
+
+def consume(slot: FrameSlot, per_frame_s: float) -> list[Frame]:
+    got: list[Frame] = []
+    while True:
+        f = slot.get(0.1)
+        if f is None:
+            if slot.closed:
+                return got
+            continue
+        got.append(f)
+        time.sleep(per_frame_s)
+
+
+def test_slot_keeps_only_the_latest_frame() -> None:
+    slot = FrameSlot()
+    img = np.zeros((2, 2, 3), np.uint8)
+    assert slot.put(Frame(0, 0.0, img), wait=False) is False
+    assert slot.put(Frame(1, 0.1, img), wait=False) is True  # frame 0 dropped
+    got = slot.get(0.1)
+    assert got is not None and got.index == 1
+    assert slot.get(0.01) is None
+
+
+def test_source_kinds(tmp_path: Path) -> None:
+    assert classify_source("0") == "camera"
+    assert classify_source("/dev/video2") == "camera"
+    assert classify_source("rtsp://cam/stream") == "stream"
+    assert classify_source(str(tmp_path)) == "folder"
+    assert classify_source(str(tmp_path / "a.avi")) == "file"
+
+
+def test_as_fast_as_possible_never_drops(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "v.avi", 40)
+    slot, m, alerts = FrameSlot(), PipelineMetrics(), Alerts()
+    cap = CaptureThread(CameraSettings(source=str(video), realtime=False), slot, m, alerts).start()
+    frames = consume(slot, per_frame_s=0.005)  # a worker slower than decoding
+    cap.join(5)
+    assert [f.index for f in frames] == list(range(40))
+    assert m.dropped_frames == 0 and m.captured.total == 40
+    assert all(b.t_capture > a.t_capture for a, b in zip(frames, frames[1:]))
+
+
+def test_realtime_paces_at_file_fps_and_drops_for_a_slow_worker(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "v.avi", 30, fps=30.0)
+    slot, m, alerts = FrameSlot(), PipelineMetrics(), Alerts()
+    t0 = time.monotonic()
+    cap = CaptureThread(CameraSettings(source=str(video), realtime=True), slot, m, alerts).start()
+    frames = consume(slot, per_frame_s=0.1)  # 10 fps worker on a 30 fps source
+    cap.join(5)
+    elapsed = time.monotonic() - t0
+    assert 0.9 <= elapsed <= 2.0
+    assert m.dropped_frames > 5
+    assert len(frames) + m.dropped_frames == 30  # each frame either processed or counted as dropped
+    stamps = [f.t_capture for f in frames]
+    assert stamps[-1] - stamps[0] >= 0.8  # timestamps follow the real-time pacing
+
+
+def test_missing_source_is_retried_with_alerts_then_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "late.avi"
+    slot, m, alerts = FrameSlot(), PipelineMetrics(), Alerts()
+    s = CameraSettings(source=str(path), realtime=False, reconnect_delay_s=0.1, reconnect_max_delay_s=0.2)
+    cap = CaptureThread(s, slot, m, alerts).start()
+    assert wait_for(lambda: len(alerts.items) >= 2, 3)
+    assert all(k == "camera_lost" for k, _ in alerts.items)
+    write_video(tmp_path / "tmp.avi", 5).rename(path)  # the source comes back
+    frames = consume(slot, 0)
+    cap.join(5)
+    assert len(frames) == 5
+    assert alerts.items[-1][0] == "camera_restored"
+    assert m.camera_failures >= 2
+
+
+def test_gives_up_after_max_failures(tmp_path: Path) -> None:
+    slot, m, alerts = FrameSlot(), PipelineMetrics(), Alerts()
+    s = CameraSettings(source="/dev/video99", reconnect_delay_s=0.05, max_failures=3)
+    cap = CaptureThread(s, slot, m, alerts).start()
+    cap.join(5)
+    assert cap.failed is not None and "/dev/video99" in cap.failed
+    assert [k for k, _ in alerts.items] == ["camera_lost"] * 3
+    assert slot.closed  # the worker is told the stream ended
+
+
+def test_corrupt_and_odd_sized_frames_are_skipped_and_counted(tmp_path: Path, tiny_classifier) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    good = np.full((240, 640, 3), 70, np.uint8)
+    for i in range(6):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), good)
+    (folder / "002a.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")  # undecodable
+    cv2.imwrite(str(folder / "004a.png"), np.zeros((100, 700, 3), np.uint8))  # too small for the region
+    cv2.imwrite(str(folder / "005a.png"), np.zeros((300, 700, 3), np.uint8))  # fits, but a different size
+    settings = make_settings(folder, serial_port=None, camera={"source": str(folder), "realtime": False})
+    p = Pipeline(settings, classifier=tiny_classifier).start()
+    assert p.wait_source_done(20)
+    summary = p.stop()
+    assert summary.bad_frames == 3
+    assert summary.frames_processed == 8  # 6 good + 2 odd-sized (decoded, then rejected by the worker)
+    assert any(a["kind"] == "region_outside_frame" for a in p.alerts)

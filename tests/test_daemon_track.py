@@ -1,0 +1,105 @@
+"""Detection against the empty belt and tracking with the known belt motion."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from daemon.conveyor_sim import belt_background
+from daemon.detect import BeltDetector, Detection
+from daemon.settings import DetectSettings, TrackSettings
+from daemon.track import BeltTracker
+
+W, H, FPS = 320, 160, 30.0
+
+
+def frame_with(boxes: list[tuple[float, int, int, int]]) -> np.ndarray:
+    """Belt frame with bright boxes given as (left x, top y, w, h); parts outside the frame are cut."""
+    img = belt_background(W, H, seed=1).copy()
+    for x, y, w, h in boxes:
+        a, b = max(0, round(x)), min(W, round(x) + w)
+        if a < b:
+            img[y : y + h, a:b] = (220, 210, 200)
+    return img
+
+
+def run(frames: list[np.ndarray], speed_px_s: float, track: TrackSettings | None = None):
+    det = BeltDetector(DetectSettings(min_area_px=200))
+    tr = BeltTracker(track or TrackSettings(), speed_px_s=speed_px_s, region_width=W)
+    ready_per_frame, ids_per_frame = [], []
+    for k, f in enumerate(frames):
+        ds = det.detect(f)
+        ready = tr.update(ds, t=k / FPS, frame_index=k, region=f)
+        ready_per_frame.append(ready)
+        ids_per_frame.append(sorted(t.id for t in tr.tracks))
+    return ready_per_frame, ids_per_frame
+
+
+def test_detector_finds_one_box_and_ignores_the_empty_belt() -> None:
+    det = BeltDetector(DetectSettings(min_area_px=200))
+    assert det.detect(frame_with([])) == []  # first frame = empty belt
+    found = det.detect(frame_with([(100, 40, 50, 60)]))
+    assert len(found) == 1
+    d = found[0]
+    assert abs(d.x - 100) <= 2 and abs(d.w - 50) <= 4 and abs(d.h - 60) <= 4
+    assert det.detect(frame_with([(100, 40, 6, 6)])) == []  # below min area: noise
+
+
+def test_one_moving_item_gets_one_id_and_is_classified_once_when_fully_inside() -> None:
+    speed = 240.0  # px/s = 8 px per frame
+    frames = [frame_with([])] + [frame_with([(-60 + speed * k / FPS, 50, 60, 60)]) for k in range(1, 50)]
+    ready, ids = run(frames, speed)
+    all_ready = [r for rs in ready for r in rs]
+    assert len(all_ready) == 1
+    item = all_ready[0]
+    assert not item.partial
+    assert item.det.x > 2  # fully inside when classified
+    assert item.crop.shape[0] >= 60 and item.crop.shape[1] >= 60
+    assert {i for frame_ids in ids for i in frame_ids} == {item.track_id}
+
+
+def test_two_items_side_by_side_get_two_ids() -> None:
+    speed = 240.0
+    frames = [frame_with([])] + [
+        frame_with([(-60 + speed * k / FPS, 10, 50, 50), (-140 + speed * k / FPS, 95, 50, 50)]) for k in range(1, 60)
+    ]
+    ready, _ = run(frames, speed)
+    all_ready = [r for rs in ready for r in rs]
+    assert len(all_ready) == 2
+    assert len({r.track_id for r in all_ready}) == 2
+
+
+def test_belt_motion_prediction_keeps_ids_on_a_fast_belt() -> None:
+    # 45 px per frame: more than the 40 px match radius, so only the motion model can link frames.
+    speed = 45 * FPS
+    frames = [frame_with([])] + [frame_with([(-60 + 45 * k, 50, 60, 60)]) for k in range(1, 9)]
+    _, ids = run(frames, speed)
+    seen = {i for frame_ids in ids for i in frame_ids}
+    assert len(seen) == 1
+    _, ids_without_motion = run(frames, speed_px_s=1e-6)
+    assert len({i for frame_ids in ids_without_motion for i in frame_ids}) > 1
+
+
+def test_item_longer_than_the_region_is_classified_once_from_its_largest_view() -> None:
+    speed = 240.0
+    frames = [frame_with([])] + [frame_with([(-400 + speed * k / FPS, 40, 400, 60)]) for k in range(1, 80)]
+    frames += [frame_with([])] * 8
+    ready, _ = run(frames, speed, TrackSettings(max_missed_frames=3))
+    all_ready = [r for rs in ready for r in rs]
+    assert len(all_ready) == 1
+    assert all_ready[0].partial
+    assert all_ready[0].crop.shape[1] >= W - 10  # the view spanning the whole region
+
+
+def test_a_missed_detection_does_not_create_a_new_item() -> None:
+    speed = 240.0
+    frames = [frame_with([])]
+    for k in range(1, 40):
+        frames.append(frame_with([]) if k in (10, 11) else frame_with([(-60 + speed * k / FPS, 50, 60, 60)]))
+    ready, ids = run(frames, speed)
+    assert len([r for rs in ready for r in rs]) == 1
+    assert len({i for frame_ids in ids for i in frame_ids}) == 1
+
+
+def test_detection_centre_properties() -> None:
+    d = Detection(10, 20, 30, 40, 1200.0)
+    assert (d.cx, d.cy) == (25.0, 40.0)
