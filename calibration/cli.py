@@ -1,0 +1,319 @@
+"""``wastesort calibrate camera|scale|belt|gates``: measure, print, save a report, update the config.
+
+Called by daemon.cli as ``main(argv)`` with the arguments after ``calibrate``. Exit codes:
+0 done, 1 a gate test failed, 2 refused (bad input or a result the daemon would not accept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from calibration import belt, camera, gates, scale
+from calibration.config_writer import Updates, apply_updates, describe, read_config
+from calibration.errors import CalibrationError
+from calibration.preview import Preview
+from calibration.report import default_report_path, save_report, to_jsonable
+from calibration.sources import IMAGE_SUFFIXES, FrameSource
+
+DEFAULT_CONFIG = Path("/etc/wastesort/wastesort.toml")
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"daemon config to update (default {DEFAULT_CONFIG})")
+    p.add_argument("--dry-run", action="store_true", help="measure and print, but do not change the config")
+    p.add_argument("--report", type=Path, default=None, help="JSON report path (default: <config dir>/calibration-reports/)")
+    p.add_argument("--json", action="store_true", help="also print the result as one JSON line")
+    p.add_argument("--preview", action="store_true", help="show a preview window when a display is available")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    p = argparse.ArgumentParser(prog="wastesort calibrate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="step", required=True, metavar="STEP")
+
+    c = sub.add_parser("camera", parents=[common], help="belt region, empty-belt background, image quality, exposure lock")
+    c.add_argument("--source", help="camera index, device, URL, video or image folder (default: camera.source)")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--region", help="belt region x,y,width,height in pixels")
+    g.add_argument("--select", action="store_true", help="drag the region in the preview window (needs a display)")
+    c.add_argument("--frames", type=int, default=30, help="frames for the median background (default 30)")
+    c.add_argument("--background", type=Path, default=None,
+                   help="where to save the empty-belt image (default: <config dir>/empty-belt.png)")
+    c.add_argument("--no-background", action="store_true", help="do not save or configure a background image")
+    c.add_argument("--lock", action="store_true", help="switch off auto exposure / white balance at the current values")
+    c.add_argument("--exposure", type=float, default=None, help="manual exposure (driver units)")
+    c.add_argument("--white-balance", type=float, default=None, help="manual white balance temperature (K)")
+
+    s = sub.add_parser("scale", parents=[common], help="px_per_mm from a chessboard on the belt; lens intrinsics")
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--image", type=Path, help="photo of the board lying flat on the belt")
+    src.add_argument("--source", help="grab the board photo from this camera/video (default: camera.source)")
+    s.add_argument("--pattern", required=True, help="inner corners COLSxROWS, e.g. 9x6")
+    s.add_argument("--square-mm", type=float, required=True, help="printed square size in mm (measure the print!)")
+    s.add_argument("--views", nargs="+", type=Path, default=[],
+                   help="board photos (files or folders) for lens intrinsics; at least 3, tilted differently")
+    s.add_argument("--intrinsics-out", type=Path, default=None,
+                   help="where to save the intrinsics JSON (default: <config dir>/camera-intrinsics.json)")
+
+    b = sub.add_parser("belt", parents=[common], help="belt speed from a video or encoder counts")
+    bs = b.add_mutually_exclusive_group()
+    bs.add_argument("--video", help="video of the moving belt (textured or carrying a marker)")
+    bs.add_argument("--source", help="record from this camera (default: camera.source)")
+    bs.add_argument("--encoder", type=Path, help="CSV of time_s,count samples from the belt encoder")
+    b.add_argument("--mm-per-count", type=float, default=None, help="belt travel per encoder count (with --encoder)")
+    b.add_argument("--seconds", type=float, default=5.0, help="how long to record from a camera (default 5)")
+    b.add_argument("--max-frames", type=int, default=None, help="stop after this many video frames")
+    b.add_argument("--px-per-mm", type=float, default=None, help="image scale (default: belt.px_per_mm)")
+    b.add_argument("--region", default=None, help="x,y,width,height (default: belt.region)")
+    b.add_argument("--full-frame", action="store_true", help="track the whole frame instead of belt.region")
+    b.add_argument("--rotate", type=int, choices=[0, 90, 180, 270], default=None, help="default: belt.rotate")
+
+    gt = sub.add_parser("gates", parents=[common], help="test-fire gates over serial; set distances and lead times")
+    gt.add_argument("--port", default=None, help="serial port (default: serial.port)")
+    gt.add_argument("--baud", type=int, default=None, help="default: serial.baud")
+    gt.add_argument("--fire", default=None, help="gates to test-fire: 'all' or a list such as 1,3")
+    gt.add_argument("--pulse-ms", type=int, default=None, help="test pulse length (default: each gate's pulse_ms)")
+    gt.add_argument("--repeat", type=int, default=1, help="fire each gate this many times")
+    gt.add_argument("--interval-s", type=float, default=0.5, help="pause between firings")
+    gt.add_argument("--connect-timeout-s", type=float, default=3.0)
+    gt.add_argument("--distance", action="append", default=[], metavar="GATE=MM",
+                    help="distance from the region's upstream edge to the gate (repeatable)")
+    gt.add_argument("--lead-time", action="append", default=[], metavar="GATE=MS", help="actuator lead time (repeatable)")
+    gt.add_argument("--pulse", action="append", default=[], metavar="GATE=MS", help="gate pulse length (repeatable)")
+    gt.add_argument("--jog", action="store_true", help="jog a servo gate's angle (needs protocol support)")
+    return p
+
+
+# --- steps ----------------------------------------------------------------------------------------
+def _step_camera(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updates, list[str]]:
+    cfg = read_config(args.config)
+    region = camera.parse_region(args.region) if args.region else None
+    if region is None and not args.select:
+        raise CalibrationError("pass --region x,y,width,height, or --select to drag it in a preview window")
+    bg_path: Path | None = None
+    if not args.no_background:
+        bg_path = (args.background or args.config.resolve().parent / "empty-belt.png").resolve()
+    with FrameSource(args.source or cfg.camera.source, folder_fps=cfg.camera.folder_fps) as src:
+        result = camera.calibrate_camera(
+            src, region, rotate=cfg.belt.rotate, frames=args.frames,
+            background_path=None if args.dry_run else bg_path,
+            lock=args.lock, exposure=args.exposure, white_balance_k=args.white_balance, preview=preview,
+        )
+    q = result.quality
+    lines = [
+        f"source {result.source}: {result.frame_width}x{result.frame_height}, {result.frames_used} frames",
+        f"belt region {result.region} (rotate {result.rotate})",
+        f"sharpness (Laplacian variance) {q.sharpness:.1f}, brightness {q.brightness:.1f}/255, "
+        f"clipped {q.dark_clipped_pct:.2f}% black / {q.bright_clipped_pct:.2f}% white",
+        *(f"warning: {w}" for w in q.warnings),
+    ]
+    for ctl in result.controls:
+        state = "applied" if ctl.applied else "IGNORED by the driver"
+        lines.append(f"camera control {ctl.name}: requested {ctl.requested:g}, read back {ctl.read_back:g} ({state})")
+    if result.controls_note:
+        lines.append(f"note: {result.controls_note}")
+    if result.controls and all(c.applied for c in result.controls):
+        lines.append("note: camera controls reset on power loss; re-run --lock after a camera change")
+    updates: Updates = {"belt.region": list(result.region)}
+    if bg_path is not None:
+        updates["detect.background_image"] = str(bg_path)
+        lines.append(f"empty-belt background: {bg_path}" + (" (dry run: not saved)" if args.dry_run else ""))
+    return result, updates, lines
+
+
+def _step_scale(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updates, list[str]]:
+    cfg = read_config(args.config)
+    pattern = scale.parse_pattern(args.pattern)
+    if args.image is not None:
+        image = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
+        if image is None:
+            raise CalibrationError(f"cannot read image {args.image}")
+    else:
+        with FrameSource(args.source or cfg.camera.source) as src:
+            image = src.first_frame()
+    result = scale.measure_scale(image, pattern, args.square_mm, region=cfg.belt.region, rotate=cfg.belt.rotate)
+    lines = [
+        f"board {pattern[0]}x{pattern[1]} inner corners, squares {args.square_mm:g} mm, "
+        f"centre at ({result.board_center_px[0]:.1f}, {result.board_center_px[1]:.1f}) px",
+        f"scale along the belt {result.px_per_mm:.4f} px/mm (across {result.px_per_mm_across:.4f}), "
+        f"homography fit RMS {result.reprojection_rms_px:.3f} px",
+        "scale along belt.region (upstream, centre, downstream): "
+        + ", ".join(f"{v:.4f}" for v in result.scale_along_region)
+        + f" px/mm ({result.variation_pct:.1f}% variation)",
+        *(f"warning: {w}" for w in result.warnings),
+    ]
+    intrinsics = None
+    if args.views:
+        views = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in _expand_images(args.views)]
+        if any(v is None for v in views):
+            raise CalibrationError("some --views images cannot be read")
+        intrinsics = scale.calibrate_intrinsics(views, pattern, args.square_mm)
+        k = intrinsics.camera_matrix
+        lines.append(
+            f"lens intrinsics from {intrinsics.views_used} views (rejected {intrinsics.views_rejected}): "
+            f"RMS reprojection error {intrinsics.rms_px:.3f} px, fx {k[0][0]:.1f} fy {k[1][1]:.1f} "
+            f"cx {k[0][2]:.1f} cy {k[1][2]:.1f}, distortion {[round(d, 4) for d in intrinsics.dist_coeffs]}"
+        )
+        if intrinsics.rms_px > 1.0:
+            lines.append("warning: RMS above 1 px: retake views (sharp, board flat, varied tilts)")
+        out = (args.intrinsics_out or args.config.resolve().parent / "camera-intrinsics.json")
+        if not args.dry_run:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(to_jsonable(intrinsics), indent=2) + "\n", encoding="utf-8")
+            lines.append(f"intrinsics saved to {out} (the daemon does not undistort yet; kept for reference)")
+    if preview.available:
+        shown = image.copy()
+        corners = scale.find_corners(image, pattern)
+        if corners is not None:
+            cv2.drawChessboardCorners(shown, pattern, corners.reshape(-1, 1, 2).astype("float32"), True)
+        preview.show(shown, wait_ms=1500)
+    return {"scale": result, "intrinsics": intrinsics}, {"belt.px_per_mm": round(result.px_per_mm, 5)}, lines
+
+
+def _expand_images(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            files.append(p)
+    return files
+
+
+def _step_belt(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updates, list[str]]:
+    cfg = read_config(args.config)
+    if args.encoder is not None:
+        if args.mm_per_count is None:
+            raise CalibrationError("--encoder needs --mm-per-count")
+        t, counts = belt.read_encoder_csv(args.encoder)
+        result = belt.speed_from_encoder(t, counts, args.mm_per_count)
+    else:
+        px_per_mm = args.px_per_mm if args.px_per_mm is not None else cfg.belt.px_per_mm
+        region = None if args.full_frame else (camera.parse_region(args.region) if args.region else cfg.belt.region)
+        rotate = args.rotate if args.rotate is not None else cfg.belt.rotate
+        source = args.video or args.source or cfg.camera.source
+        with FrameSource(source, folder_fps=cfg.camera.folder_fps) as src:
+            if src.kind == "camera":
+                fps = src.fps or 30.0
+                limit = args.max_frames or max(3, int(args.seconds * fps))
+            else:
+                limit = args.max_frames
+            frames = src.frames(limit=limit)
+            if preview.available:
+                frames = _previewed(frames, preview)
+            result = belt.speed_from_frames(frames, region, rotate, px_per_mm)
+    lines = [
+        f"belt speed {result.speed_mm_s:.2f} mm/s ({result.method}, {result.intervals} intervals over "
+        f"{result.duration_s:.2f} s): std {result.std_mm_s:.2f}, min {result.min_mm_s:.2f}, max {result.max_mm_s:.2f} mm/s",
+    ]
+    if result.px_per_frame is not None:
+        lines.append(f"mean shift {result.px_per_frame:.3f} px/frame, drift {result.drift_deg:.2f} deg, "
+                     f"{result.rejected_intervals} frame pairs rejected")
+    lines += [f"warning: {w}" for w in result.warnings]
+    return result, {"belt.speed_mm_s": round(result.speed_mm_s, 3)}, lines
+
+
+def _previewed(frames: Any, preview: Preview) -> Any:
+    for f in frames:
+        preview.show(f.image)
+        yield f
+
+
+def _step_gates(args: argparse.Namespace, _preview: Preview) -> tuple[Any, Updates, list[str]]:
+    cfg = read_config(args.config)
+    if args.jog:
+        raise CalibrationError(gates.JOG_UNSUPPORTED.format(version=cfg.serial.protocol_version))
+    distances = gates.parse_gate_values(args.distance, "--distance")
+    leads = gates.parse_gate_values(args.lead_time, "--lead-time")
+    pulses = gates.parse_gate_values(args.pulse, "--pulse")
+    if args.fire is None and not (distances or leads or pulses):
+        raise CalibrationError("nothing to do: pass --fire all|1,3 and/or --distance/--lead-time/--pulse GATE=VALUE")
+    for g, d in distances.items():
+        if d <= 0:
+            raise CalibrationError(f"--distance for gate {g} must be positive, got {d}")
+    for g, p in pulses.items():
+        if not 1 <= p <= 10_000:
+            raise CalibrationError(f"--pulse for gate {g} must be 1..10000 ms, got {p}")
+    updates: Updates = {}
+    for g, d in distances.items():
+        updates[f"gates.{g}.distance_mm"] = d
+    for g, v in leads.items():
+        if g not in cfg.gates and g not in distances:
+            raise CalibrationError(f"gate {g} is not in [gates]; give its --distance too")
+        updates[f"gates.{g}.lead_time_ms"] = v
+    for g, v in pulses.items():
+        if g not in cfg.gates and g not in distances:
+            raise CalibrationError(f"gate {g} is not in [gates]; give its --distance too")
+        updates[f"gates.{g}.pulse_ms"] = int(v)
+    lines: list[str] = []
+    result: gates.GateTestResult | None = None
+    if args.fire is not None:
+        if args.fire.strip().lower() == "all":
+            to_fire = sorted(cfg.gates)
+        else:
+            try:
+                to_fire = [int(v) for v in args.fire.split(",") if v.strip()]
+            except ValueError:
+                raise CalibrationError(f"--fire takes 'all' or gate numbers such as 1,3, got {args.fire!r}") from None
+        if not to_fire or min(to_fire) < 1:
+            raise CalibrationError(f"--fire: gate numbers start at 1, got {args.fire!r}")
+        if args.repeat < 1:
+            raise CalibrationError("--repeat must be at least 1")
+        fires = [
+            (g, args.pulse_ms or int(pulses.get(g, cfg.gates[g].pulse_ms if g in cfg.gates else 80))) for g in to_fire
+        ]
+        serial_settings = cfg.serial.model_copy(
+            update={k: v for k, v in {"port": args.port, "baud": args.baud}.items() if v is not None}
+        )
+        result = gates.fire_gates(serial_settings, fires, repeat=args.repeat, interval_s=args.interval_s,
+                                  connect_timeout_s=args.connect_timeout_s)
+        lines.append(f"controller on {result.port}: protocol {result.protocol_version}, {result.controller_gates} gates")
+        for o in result.outcomes:
+            if o.ok:
+                lines.append(f"gate {o.gate}: fired {o.duration_ms} ms, ACK after {o.ack_ms:.1f} ms "
+                             f"({o.attempts} attempt{'s' if o.attempts != 1 else ''})")
+            else:
+                lines.append(f"gate {o.gate}: FAILED ({o.error})")
+    return result, updates, lines
+
+
+STEPS = {"camera": _step_camera, "scale": _step_scale, "belt": _step_belt, "gates": _step_gates}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    preview = Preview(args.preview)
+    try:
+        result, updates, lines = STEPS[args.step](args, preview)
+        write = apply_updates(args.config, updates, dry_run=args.dry_run) if updates else None
+    except CalibrationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        preview.close()
+    for line in lines:
+        print(line)
+    if write is not None:
+        print(describe(write))
+    report = save_report(args.report or default_report_path(args.config, args.step), args.step, result,
+                         write.changes if write is not None else [])
+    if report is not None:
+        print(f"report: {report}")
+    if args.json:
+        print(json.dumps({"step": args.step, "result": to_jsonable(result),
+                          "changes": [str(c) for c in (write.changes if write else [])]}))
+    failed = isinstance(result, gates.GateTestResult) and not result.all_ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
