@@ -35,7 +35,8 @@ class EventPublisher:
         self._connected = threading.Event()
         self._closing = False
         self._ever_connected = False
-        self._unacked: list[mqtt.MQTTMessageInfo] = []
+        self._sent: set[int] = set()  # mids of QoS>0 messages handed to paho...
+        self._acked: set[int] = set()  # ...and those the broker acknowledged (on_publish)
         self._lock = threading.Lock()
         self.published = 0
         client_id = settings.client_id or f"wastesort-{settings.line_id}-{uuid.uuid4().hex[:8]}"
@@ -55,6 +56,7 @@ class EventPublisher:
             )
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
+        c.on_publish = self._handle_publish
         self._client = c
 
     def topic(self, name: str) -> str:
@@ -82,14 +84,16 @@ class EventPublisher:
             log.error("mqtt_publish_failed", topic=topic, rc=info.rc)  # e.g. queue full: never silent
         with self._lock:
             if self._s.qos > 0:
-                self._unacked.append(info)
+                self._sent.add(info.mid)
             self.published += 1
 
     def pending(self) -> int:
         """QoS>0 messages not yet acknowledged by the broker."""
         with self._lock:
-            self._unacked = [i for i in self._unacked if not i.is_published()]
-            return len(self._unacked)
+            done = self._sent & self._acked
+            self._sent -= done
+            self._acked -= done
+            return len(self._sent)
 
     def stop(self, flush_timeout_s: float = 5.0) -> bool:
         """Publish ``stopped`` (retained), wait for the queue to drain, disconnect. True if all delivered."""
@@ -126,3 +130,7 @@ class EventPublisher:
             log.warning("mqtt_disconnected", reason=str(reason_code))
             if self._on_link:
                 self._on_link(False, f"broker connection lost: {reason_code}")
+
+    def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, props: Any) -> None:
+        with self._lock:
+            self._acked.add(mid)

@@ -4,6 +4,7 @@ tiny real model. Test modules import the fixtures they use from here."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -63,6 +64,7 @@ class Broker:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {workdir}/\nautosave_interval 1\n"
+            f"user {getpass.getuser()}\n"  # as root, mosquitto would drop to 'mosquitto' and fail to save
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -1,0 +1,118 @@
+"""MQTT publisher against a real mosquitto: queueing through outages, will/online/stopped, credentials."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from daemon.mqtt_events import EventPublisher
+from daemon.settings import MqttSettings
+from daemon_fixtures import REPO, Broker, Collector, broker, collector, wait_for  # noqa: F401
+
+
+def settings_for(b: Broker, **kw: object) -> MqttSettings:
+    base = {"host": b.host, "port": b.port, "line_id": "t", "reconnect_min_delay_s": 1, "reconnect_max_delay_s": 1}
+    return MqttSettings(**{**base, **kw})
+
+
+def retained(b: Broker, topic: str, **auth: str) -> str | None:
+    """The retained payload of ``topic`` as a new subscriber sees it."""
+    got: list[str] = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    if auth:
+        c.username_pw_set(auth["username"], auth["password"])
+    c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic, qos=1)
+    c.on_message = lambda cl, u, m: got.append(m.payload.decode()) if m.retain else None
+    c.connect(b.host, b.port)
+    c.loop_start()
+    wait_for(lambda: bool(got), 2)
+    c.loop_stop()
+    c.disconnect()
+    return got[-1] if got else None
+
+
+def test_events_published_while_the_broker_is_down_arrive_after_it_returns(
+    broker: Broker, collector: Collector
+) -> None:
+    pub = EventPublisher(settings_for(broker)).start()
+    assert pub.wait_connected(5)
+    for i in range(5):
+        pub.publish("items", {"seq": i})
+    assert wait_for(lambda: len(collector.on("items")) == 5, 5)
+    broker.stop()
+    assert wait_for(lambda: not pub.connected, 5)
+    for i in range(5, 30):
+        pub.publish("items", {"seq": i})
+        time.sleep(0.05)
+    time.sleep(1.5)  # outage of ~3 s in total (the daemon tests use the same; see docs/daemon.md)
+    assert pub.pending() >= 25 - 5
+    broker.start()
+    assert wait_for(lambda: {m["seq"] for m in collector.on("items")} == set(range(30)), 15)
+    assert pub.stop(flush_timeout_s=5)
+
+
+def test_no_broker_at_start_is_retried_and_nothing_is_lost(tmp_path: Path) -> None:
+    b = Broker(tmp_path).start()
+    c = Collector(b.host, b.port, topic="wastesort/t/#").start()  # an operator's persistent session
+    b.stop()
+    pub = EventPublisher(settings_for(b)).start()  # the daemon starts while the broker is down
+    try:
+        for i in range(10):
+            pub.publish("alerts", {"seq": i})
+        assert not pub.wait_connected(1.5)
+        assert pub.pending() == 10
+        b.start()
+        assert pub.wait_connected(5)
+        assert wait_for(lambda: {m["seq"] for m in c.on("alerts")} == set(range(10)), 10)
+        c.stop()
+    finally:
+        pub.stop(flush_timeout_s=2)
+        b.stop()
+
+
+def test_availability_online_then_stopped_on_clean_exit(broker: Broker) -> None:
+    pub = EventPublisher(settings_for(broker)).start()
+    assert pub.wait_connected(5)
+    assert wait_for(lambda: retained(broker, "wastesort/t/available") == "online", 5)
+    assert pub.stop()
+    assert retained(broker, "wastesort/t/available") == "stopped"
+
+
+def test_last_will_says_offline_when_the_process_dies(broker: Broker) -> None:
+    code = (
+        "import os, signal\n"
+        "from daemon.mqtt_events import EventPublisher\n"
+        "from daemon.settings import MqttSettings\n"
+        f"p = EventPublisher(MqttSettings(host='{broker.host}', port={broker.port}, line_id='t', keepalive_s=5)).start()\n"
+        "assert p.wait_connected(5)\n"
+        "import time; time.sleep(0.3)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=30)
+    assert wait_for(lambda: retained(broker, "wastesort/t/available") == "offline", 5)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/mosquitto_passwd").exists(), reason="mosquitto_passwd not installed")
+def test_username_and_password_file(tmp_path: Path) -> None:
+    b = Broker(tmp_path)
+    pwfile = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pwfile), "sorter", "s3cret"], check=True)
+    b.conf.write_text(b.conf.read_text().replace("allow_anonymous true", f"allow_anonymous false\npassword_file {pwfile}"))
+    b.start()
+    try:
+        secret = tmp_path / "mqtt-password"
+        secret.write_text("s3cret\n")
+        good = EventPublisher(settings_for(b, username="sorter", password_file=secret)).start()
+        assert good.wait_connected(5)
+        good.stop()
+        secret.write_text("wrong\n")
+        bad = EventPublisher(settings_for(b, username="sorter", password_file=secret)).start()
+        assert not bad.wait_connected(1.5)
+        bad.stop(flush_timeout_s=0.1)
+    finally:
+        b.stop()
