@@ -1,0 +1,111 @@
+"""The config writer: keeps comments and other keys, backs up, validates with the daemon's loader."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from calibration.config_writer import apply_updates, describe
+from calibration.errors import CalibrationError
+from daemon.cli import cmd_check_config
+from daemon.settings import load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "daemon" / "defaults" / "example.toml"
+
+
+def make_config(tmp_path: Path, updates: dict[str, Any] | None = None) -> Path:
+    """The daemon's shipped example config in tmp_path, with ``updates`` applied (shared by the calibration tests)."""
+    cfg = tmp_path / "etc" / "wastesort.toml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    if updates:
+        apply_updates(cfg, updates)
+        for b in cfg.parent.glob("wastesort.toml.bak-*"):
+            b.unlink()
+    return cfg
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    with path.open("rb") as f:
+        return tomllib.load(f)
+
+
+def test_update_keeps_comments_and_other_keys_and_backs_up(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    before = cfg.read_text()
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    result = apply_updates(
+        cfg, {"belt.px_per_mm": 2.5, "belt.region": (10, 20, 300, 100), "gates.2.distance_mm": 1050.0}, now=now
+    )
+    assert result.written
+    assert result.backup == cfg.with_name("wastesort.toml.bak-20260102T030405Z")
+    assert result.backup.read_text() == before
+    assert {c.key for c in result.changes} == {"belt.px_per_mm", "belt.region", "gates.2.distance_mm"}
+    text = cfg.read_text()
+    # Every comment of the example survives, and so does every untouched key.
+    for line in before.splitlines():
+        if line.lstrip().startswith("#"):
+            assert line in text
+    old, new = read_toml(result.backup), read_toml(cfg)
+    assert new["belt"]["px_per_mm"] == 2.5 and new["belt"]["region"] == [10, 20, 300, 100]
+    assert new["gates"]["2"]["distance_mm"] == 1050.0
+    new["belt"]["px_per_mm"], new["belt"]["region"] = old["belt"]["px_per_mm"], old["belt"]["region"]
+    new["gates"]["2"]["distance_mm"] = old["gates"]["2"]["distance_mm"]
+    assert new == old
+    assert load_settings(cfg).belt.px_per_mm == 2.5
+    assert cmd_check_config(cfg) == 0
+    assert "belt.px_per_mm: 1.0 -> 2.5" in describe(result)
+
+
+def test_second_write_in_same_second_keeps_both_backups(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    first = apply_updates(cfg, {"belt.speed_mm_s": 250.0}, now=now)
+    second = apply_updates(cfg, {"belt.speed_mm_s": 260.0}, now=now)
+    assert first.backup != second.backup and first.backup.exists() and second.backup.exists()
+    assert read_toml(second.backup)["belt"]["speed_mm_s"] == 250.0
+
+
+def test_unchanged_values_write_nothing(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    result = apply_updates(cfg, {"belt.speed_mm_s": 300.0})
+    assert not result.written and result.changes == [] and result.backup is None
+    assert list(cfg.parent.glob("*.bak-*")) == []
+
+
+def test_result_failing_daemon_validation_is_refused_and_nothing_written(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    before = cfg.read_text()
+    # 640 px region at 0.5 px/mm is 1280 mm long: gate 1 at 900 mm would be inside it.
+    with pytest.raises(CalibrationError, match="gates.1.distance_mm"):
+        apply_updates(cfg, {"belt.px_per_mm": 0.5})
+    with pytest.raises(CalibrationError, match="speed_mm_s"):
+        apply_updates(cfg, {"belt.speed_mm_s": 0.0})
+    assert cfg.read_text() == before
+    assert sorted(p.name for p in cfg.parent.iterdir()) == ["wastesort.toml"]
+
+
+def test_dry_run_reports_but_does_not_write(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    before = cfg.read_text()
+    result = apply_updates(cfg, {"belt.speed_mm_s": 123.0}, dry_run=True)
+    assert not result.written and [str(c) for c in result.changes] == ["belt.speed_mm_s: 300.0 -> 123.0"]
+    assert cfg.read_text() == before
+    assert "dry run" in describe(result)
+
+
+def test_missing_config_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CalibrationError, match="config file not found"):
+        apply_updates(tmp_path / "nope.toml", {"belt.speed_mm_s": 1.0})
+
+
+def test_new_gate_table_is_created(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    apply_updates(cfg, {"gates.5.distance_mm": 1700.0, "gates.5.lead_time_ms": 12.0})
+    s = load_settings(cfg)
+    assert s.gates[5].distance_mm == 1700.0 and s.gates[5].lead_time_ms == 12.0
