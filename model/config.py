@@ -27,6 +27,7 @@ class StudentConfig:
     n_heads: int = 3
     d_ff: int = 384
     window_radius: int | None = 2
+    attention_impl: str = "masked"  # "masked" (one SDPA with a mask) or "gather" (neighbourhood gather)
     conv_depth: int = 1
     conv_kernel: int = 3
     conv_ffn: bool = True
@@ -49,6 +50,8 @@ class StudentConfig:
             raise ValueError(f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
         if self.window_radius is not None and self.window_radius < 0:
             raise ValueError(f"window_radius must be >= 0 or None, got {self.window_radius}")
+        if self.attention_impl not in ("masked", "gather"):
+            raise ValueError(f"attention_impl must be 'masked' or 'gather', got {self.attention_impl!r}")
         if not 0.0 <= self.emb_dropout < 1.0:
             raise ValueError(f"emb_dropout must be in [0, 1), got {self.emb_dropout}")
         if self.conv_depth < 0:

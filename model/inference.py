@@ -26,7 +26,8 @@ from .student import DistilledViT
 from .unknown import softmax, unknown_scores
 
 DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "default.pt"
-Backend = Literal["torch", "onnx"]
+Backend = Literal["torch", "onnx", "onnx-int8"]
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,19 @@ def export_onnx_bytes(net: InferenceNet, preprocess: PreprocessConfig, opset: in
     return buf.getvalue()
 
 
+def quantize_onnx_int8(onnx_model: bytes) -> bytes:
+    """Dynamic int8 quantisation of the Linear (MatMul) weights with ONNX Runtime's quantiser."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(onnx_model)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        return dst.read_bytes()
+
+
 class OnnxRunner:
     def __init__(self, onnx_model: bytes | str, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -135,13 +149,13 @@ ONNX_META_KEY = "wastesort_checkpoint"
 
 
 def load_classifier(path: str | Path | None = None, backend: Backend = "torch", threads: int | None = None) -> Classifier:
-    """Load a checkpoint (default: the shipped model) with the torch or onnx backend.
+    """Load a checkpoint (default: the shipped model) with the torch, onnx or onnx-int8 backend.
 
     `path` may also be an .onnx file written by `wastesort-train export`, which
     carries the checkpoint's metadata; it then needs the onnx backend.
     """
-    if backend not in ("torch", "onnx"):
-        raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     path = Path(path) if path is not None else DEFAULT_MODEL_PATH
     if not path.is_file():
         hint = " (the shipped model is missing: train one with wastesort-train)" if path == DEFAULT_MODEL_PATH else ""
@@ -159,7 +173,10 @@ def load_classifier(path: str | Path | None = None, backend: Backend = "torch", 
         if threads:
             torch.set_num_threads(threads)
         return Classifier(ckpt, TorchRunner(net), "torch")
-    return Classifier(ckpt, OnnxRunner(export_onnx_bytes(net, ckpt.preprocess), threads), "onnx")
+    onnx_model = export_onnx_bytes(net, ckpt.preprocess)
+    if backend == "onnx-int8":
+        onnx_model = quantize_onnx_int8(onnx_model)
+    return Classifier(ckpt, OnnxRunner(onnx_model, threads), backend)
 
 
 def onnx_metadata(ckpt: StudentCheckpoint) -> str:

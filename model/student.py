@@ -39,7 +39,9 @@ class EncoderBlock(nn.Module):
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__()
         grid = cfg.grid_size
-        self.attn = GlobalWindowAttention(cfg.d_model, cfg.n_heads, grid, cfg.window_radius, cfg.attn_dropout)
+        self.attn = GlobalWindowAttention(
+            cfg.d_model, cfg.n_heads, grid, cfg.window_radius, cfg.attn_dropout, cfg.attention_impl
+        )
         self.norm1 = nn.LayerNorm(cfg.d_model)
         self.affine = (
             FeatureWiseAffine(cfg.d_model, cfg.affine_init_gamma, cfg.affine_init_beta)

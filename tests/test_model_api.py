@@ -123,3 +123,12 @@ def test_load_errors_are_clear(tmp_path: Path, tiny_checkpoint: Path) -> None:
         load_classifier(other)
     with pytest.raises(ValueError, match="backend"):
         load_classifier(tiny_checkpoint, "tensorrt")  # type: ignore[arg-type]
+
+
+def test_int8_backend_stays_close_to_float(tiny_checkpoint: Path) -> None:
+    imgs = [random_bgr(80, 60, s) for s in range(4)]
+    a = load_classifier(tiny_checkpoint, "torch").predict(imgs)
+    q = load_classifier(tiny_checkpoint, "onnx-int8")
+    assert q.backend == "onnx-int8"
+    for pa, pq in zip(a, q.predict(imgs)):
+        assert max(abs(pa.scores[k] - pq.scores[k]) for k in pa.scores) < 0.02

@@ -98,6 +98,18 @@ def test_global_window_attention_matches_naive_reference(grid: tuple[int, int], 
     assert (w[:, :, 1:-1, 0] > 0).all() and (w[:, :, 1:-1, -1] > 0).all(), "patches must see both special tokens"
 
 
+@pytest.mark.parametrize("grid,radius", [((3, 4), 1), ((6, 5), 2), ((2, 3), 0)])
+def test_gathered_window_attention_equals_the_masked_one(grid: tuple[int, int], radius: int) -> None:
+    torch.manual_seed(0)
+    masked = GlobalWindowAttention(16, 2, grid, radius).eval()
+    gathered = GlobalWindowAttention(16, 2, grid, radius, impl="gather").eval()
+    gathered.load_state_dict(masked.state_dict())
+    x = torch.randn(3, grid[0] * grid[1] + 2, 16)
+    assert torch.allclose(masked(x), gathered(x), atol=1e-5)
+    ref_out, _ = _naive_reference(x, gathered, grid, radius)
+    assert torch.allclose(gathered(x), ref_out, atol=1e-5)
+
+
 def test_window_mask_shape_of_a_corner_and_a_centre_patch() -> None:
     mask = global_window_mask((5, 5), 1)
     corner = mask[1, 1:-1].reshape(5, 5)

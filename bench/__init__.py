@@ -1,0 +1,1 @@
+"""Benchmarks: model latency, pipeline throughput, attention scaling (`wastesort bench`)."""

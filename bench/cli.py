@@ -1,0 +1,81 @@
+"""`wastesort bench`: model latency, conv depth, attention scaling and pipeline throughput.
+
+`wastesort bench all --write-docs` regenerates docs/benchmarks.md and docs/benchmarks.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from .timing import machine
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="wastesort bench", description=__doc__)
+    p.add_argument("what", nargs="*", default=["latency"], choices=["latency", "conv-depth", "scaling", "pipeline", "all"])
+    p.add_argument("--model", type=Path, default=None, help="student checkpoint (default: the shipped model)")
+    p.add_argument("--backends", default="torch,onnx,onnx-int8")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--items", type=int, default=30, help="items on the rendered belt (pipeline)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md and docs/benchmarks.json")
+    args = p.parse_args(argv)
+    what = {"latency", "conv-depth", "scaling", "pipeline"} if "all" in args.what else set(args.what)
+    result: dict[str, Any] = {"machine": machine(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        if "latency" in what:
+            from .latency import run_latency
+
+            result["latency"] = run_latency(
+                str(args.model) if args.model else None,
+                args.backends.split(","),
+                [int(b) for b in args.batches.split(",")],
+                args.warmup,
+                args.runs,
+                args.threads,
+            )
+        if "conv-depth" in what:
+            from .conv_depth import run_conv_depth
+
+            result["conv_depth"] = run_conv_depth([0, 1, 2, 4, 8, 32], args.warmup, max(10, args.runs // 2), args.threads)
+        if "scaling" in what:
+            from .scaling import run_scaling
+
+            sizes = [(64, 48), (128, 96), (192, 144), (256, 192), (384, 288)]
+            result["scaling"] = run_scaling(sizes, 2, 3, max(5, args.runs // 5), args.threads)
+        if "pipeline" in what:
+            from .pipeline import run_pipeline_bench
+
+            result["pipeline"] = run_pipeline_bench(args.items, args.model, args.backends.split(",")[0])
+    except FileNotFoundError as exc:
+        print(f"wastesort bench: {exc}", file=sys.stderr)
+        return 2
+    if args.write_docs:
+        from .report import render
+
+        command = "wastesort bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        DOCS.mkdir(exist_ok=True)
+        (DOCS / "benchmarks.json").write_text(json.dumps(result, indent=1))
+        (DOCS / "benchmarks.md").write_text(render(result, command))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        from .report import render
+
+        print(render(result, "wastesort bench " + " ".join(argv if argv is not None else sys.argv[1:])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""The benchmark command runs end to end and reports what the docs quote (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main as bench_main
+from bench.report import render
+
+
+def test_latency_benchmark_reports_every_model(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = bench_main(["latency", "--model", str(tiny_checkpoint), "--backends", "torch,onnx", "--batches", "1", "--runs", "2", "--warmup", "1", "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    names = [r["name"] for r in result["latency"]]
+    assert names == ["student/torch", "student/onnx", "resnet50@224x224", "resnet50@24x32", "mobilenet_v3_small@24x32"]
+    assert all(r["median_ms"] > 0 and r["p95_ms"] >= r["median_ms"] and r["peak_rss_mb"] > 0 for r in result["latency"])
+    md = render(result, "wastesort bench latency")
+    assert "ResNet-50 @224×224" in md and "MobileNetV3-small" in md
+
+
+def test_bench_reports_a_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["latency", "--model", str(tmp_path / "none.pt")]) == 2
+    assert "not found" in capsys.readouterr().err
