@@ -1,0 +1,163 @@
+"""Camera step on real image files and a real video: region, median background, quality, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from calibration import preview
+from calibration.camera import measure_quality
+from calibration.cli import main
+from daemon.detect import BeltDetector
+from daemon.settings import DetectSettings, load_settings
+from test_calibration_config import make_config
+
+W, H = 320, 240
+REGION = (20, 60, 280, 120)
+ITEM = (40, 30)  # item width, height in px
+
+
+def scene(seed: int = 3) -> np.ndarray:
+    """The empty belt: a textured band across a grey frame."""
+    rng = np.random.default_rng(seed)
+    frame = np.full((H, W, 3), 70, np.uint8)
+    band = cv2.GaussianBlur(rng.integers(60, 200, (120, W, 3), dtype=np.uint8), (0, 0), 1.5)
+    frame[60:180] = band
+    return frame
+
+
+def with_item(background: np.ndarray, x: int, y: int = 100) -> np.ndarray:
+    img = background.copy()
+    cv2.rectangle(img, (x, y), (x + ITEM[0] - 1, y + ITEM[1] - 1), (20, 230, 250), -1)
+    return img
+
+
+def write_frames(folder: Path, n: int = 15) -> np.ndarray:
+    """Noisy frames of the belt with an item crossing it; returns the noise-free empty belt."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bg = scene()
+    rng = np.random.default_rng(7)
+    for i in range(n):
+        img = with_item(bg, 10 + i * 20)  # each pixel is covered in at most 2 of the 15 frames
+        noisy = np.clip(img.astype(np.int16) + rng.normal(0, 4, img.shape).round().astype(np.int16), 0, 255)
+        cv2.imwrite(str(folder / f"f{i:03d}.png"), noisy.astype(np.uint8))
+    return bg
+
+
+def test_region_and_median_background_from_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    truth = write_frames(tmp_path / "frames")
+    cfg = make_config(tmp_path)
+    region = ",".join(map(str, REGION))
+    assert main(["camera", "--config", str(cfg), "--source", str(tmp_path / "frames"), "--region", region]) == 0
+    s = load_settings(cfg)
+    assert s.belt.region == REGION
+    bg_path = s.detect.background_image
+    assert bg_path == (cfg.parent / "empty-belt.png").resolve()
+    saved = cv2.imread(str(bg_path))
+    x, y, w, h = REGION
+    expected = truth[y : y + h, x : x + w]
+    assert saved.shape == expected.shape
+    diff = np.abs(saved.astype(int) - expected.astype(int))
+    assert diff.mean() < 2.0 and np.percentile(diff, 99.9) < 12  # the item is gone, noise averaged out
+
+    # The daemon's detector, given this background, finds exactly the item and nothing on an empty belt.
+    det = BeltDetector(DetectSettings(background_image=bg_path, background_alpha=0.0))
+    found = det.detect(with_item(truth, 150)[y : y + h, x : x + w])
+    assert len(found) == 1 and abs(found[0].x - (150 - x)) <= 3 and abs(found[0].w - ITEM[0]) <= 6
+    assert det.detect(expected) == []
+
+    out = capsys.readouterr().out
+    assert "sharpness (Laplacian variance)" in out and "brightness" in out
+    assert "belt.region: [0, 120, 640, 240] -> [20, 60, 280, 120]" in out
+
+
+def test_background_follows_belt_rotate(tmp_path: Path) -> None:
+    write_frames(tmp_path / "frames", n=5)
+    cfg = make_config(tmp_path, {"belt.rotate": 90, "gates.1.distance_mm": 2000.0, "gates.2.distance_mm": 2100.0,
+                                 "gates.3.distance_mm": 2200.0, "gates.4.distance_mm": 2300.0})
+    bg = tmp_path / "bg.png"
+    argv = ["camera", "--config", str(cfg), "--source", str(tmp_path / "frames"), "--region", "20,60,280,120",
+            "--background", str(bg)]
+    assert main(argv) == 0
+    assert cv2.imread(str(bg)).shape[:2] == (280, 120)  # the daemon compares it with the rotated crop
+
+
+def test_region_from_a_real_video(tmp_path: Path) -> None:
+    video = tmp_path / "belt.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (W, H))
+    bg = scene()
+    for i in range(9):
+        writer.write(with_item(bg, 20 + i * 30))
+    writer.release()
+    cfg = make_config(tmp_path)
+    assert main(["camera", "--config", str(cfg), "--source", str(video), "--region", "0,60,320,120",
+                 "--frames", "9", "--lock"]) == 0
+    saved = cv2.imread(str(load_settings(cfg).detect.background_image))
+    assert np.abs(saved.astype(int) - bg[60:180].astype(int)).mean() < 4.0  # MJPG loses a little
+
+
+def test_lock_on_a_file_source_says_it_cannot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_frames(tmp_path / "frames", n=3)
+    cfg = make_config(tmp_path)
+    argv = ["camera", "--config", str(cfg), "--source", str(tmp_path / "frames"), "--region", "0,60,320,120", "--lock"]
+    assert main(argv) == 0
+    assert "exposure and white balance cannot be locked" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("region", ["300,60,100,120", "0,200,320,60", "-5,0,100,100"])
+def test_region_outside_image_is_refused(tmp_path: Path, region: str, capsys: pytest.CaptureFixture[str]) -> None:
+    write_frames(tmp_path / "frames", n=3)
+    cfg = make_config(tmp_path)
+    before = cfg.read_text()
+    assert main(["camera", "--config", str(cfg), "--source", str(tmp_path / "frames"), f"--region={region}"]) == 2
+    assert "outside the 320x240 image" in capsys.readouterr().err
+    assert cfg.read_text() == before and not (cfg.parent / "empty-belt.png").exists()
+
+
+def test_missing_source_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = make_config(tmp_path)
+    assert main(["camera", "--config", str(cfg), "--source", str(tmp_path / "nope.mp4"), "--region", "0,0,64,64"]) == 2
+    assert "video file not found" in capsys.readouterr().err
+
+
+def test_interactive_selection_without_display_explains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    write_frames(tmp_path / "frames", n=3)
+    cfg = make_config(tmp_path)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["camera", "--config", str(cfg), "--source", str(tmp_path / "frames"), "--select", "--preview"]) == 2
+    err = capsys.readouterr().err
+    assert "preview disabled: no display" in err and "pass --region" in err
+
+
+def test_preview_degrades_on_headless_opencv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """With a display but the headless OpenCV build, the step runs on and says why there is no window."""
+    monkeypatch.setenv("DISPLAY", ":99")
+    if preview.gui_unavailable_reason() is None:
+        pytest.skip("this OpenCV build has a GUI")
+    write_frames(tmp_path / "frames", n=3)
+    cfg = make_config(tmp_path)
+    argv = ["camera", "--config", str(cfg), "--source", str(tmp_path / "frames"), "--region", "0,60,320,120",
+            "--preview"]
+    assert main(argv) == 0
+    assert "no GUI support (opencv-python-headless)" in capsys.readouterr().err
+    assert load_settings(cfg).belt.region == (0, 60, 320, 120)
+
+
+def test_quality_figures() -> None:
+    sharp = np.random.default_rng(0).integers(40, 210, (120, 320, 3), dtype=np.uint8)
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 3)
+    assert measure_quality(sharp).sharpness > 5 * measure_quality(blurred).sharpness
+    assert any("low sharpness" in w for w in measure_quality(blurred).warnings)
+    over = sharp.copy()
+    over[:60] = 255
+    q = measure_quality(over)
+    assert 45 < q.bright_clipped_pct < 55 and q.dark_clipped_pct == 0
+    assert any("clipped white" in w for w in q.warnings)
+    dark = measure_quality(np.zeros((50, 50, 3), np.uint8))
+    assert dark.brightness == 0 and dark.dark_clipped_pct == 100
