@@ -113,3 +113,39 @@ def test_the_whole_training_cli_on_a_tiny_run(image_folder: Path, tmp_path: Path
 def test_training_cli_reports_a_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert train_main(["teacher", "--data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "r")]) == 2
     assert "data folder not found" in capsys.readouterr().err
+
+
+def test_unknown_scoring_helpers() -> None:
+    import numpy as np
+
+    from training.unknown_fit import auroc, fit_scorer, rejected_at_keep
+    from model.unknown import unknown_scores
+
+    known = np.array([0.1, 0.2, 0.3, 0.4])
+    assert auroc(known, np.array([0.5, 0.6])) == 1.0
+    assert auroc(known, np.array([0.0, 0.05])) == 0.0
+    assert auroc(known, known) == 0.5
+    assert rejected_at_keep(np.linspace(0, 1, 101), np.array([0.99, 0.5, 2.0]), 0.95) == pytest.approx(2 / 3)
+    rng = np.random.default_rng(0)
+    protos = np.eye(3, 8, dtype=np.float32)
+    feats = protos[rng.integers(0, 3, 200)] + 0.05 * rng.standard_normal((200, 8)).astype(np.float32)
+    logits = feats[:, :3] * 5
+    params = fit_scorer("prototype", logits, feats, protos, 1.0)
+    s_known = unknown_scores(logits, feats, params, 1.0)
+    assert abs((s_known < 0.5).mean() - 0.95) < 0.02  # the 0.5 threshold keeps 95% of known items
+    odd = np.full((5, 8), 0.0, np.float32)
+    odd[:, 7] = 1.0  # orthogonal to every prototype
+    assert (unknown_scores(logits[:5], odd, params, 1.0) > 0.9).all()
+
+
+def test_unknown_eval_cli_on_a_tiny_run(image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.unknown_eval as ue
+
+    monkeypatch.setattr(ue, "StudentConfig", lambda **kw: tiny_config(**kw))
+    out = tmp_path / "u.json"
+    rc = train_main(["unknown-eval", "--data", str(image_folder), "--run-dir", str(tmp_path / "r"), "--val-fraction", "0.25", "--holdout", "trash", "--epochs", "1", "--batch-size", "8", "--out", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["holdout"]["trash"]["n_unknown"] == 8
+    for m in ("msp", "energy", "prototype"):
+        assert 0.0 <= r["holdout"]["trash"][m]["auroc"] <= 1.0

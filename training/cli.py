@@ -24,7 +24,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import distill, evaluate, export, meta, teacher_train
+    from . import distill, evaluate, export, meta, teacher_train, unknown_eval
 
     parser = argparse.ArgumentParser(prog="wastesort-train", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         ("teacher", teacher_train, "train the ResNet-50 teacher"),
         ("meta", meta, "first training: meta-learn the feature-wise transform"),
         ("distill", distill, "second training: distil the student from the teacher"),
+        ("unknown-eval", unknown_eval, "leave-one-class-out evaluation of the unknown-item scorers"),
     ]:
         p = sub.add_parser(name, help=helptext)
         _common(p)

@@ -27,6 +27,7 @@ from .data import CachedImageDataset, get_split
 from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, predict_logits, progress, resolve_device, save_state, seed_everything, warmup_cosine
 from .metrics import compute_metrics, fit_temperature
 from .teacher_train import load_teacher
+from .unknown_fit import class_prototypes, fit_scorer, logits_and_features
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", type=Path, default=None, help="student init (default run_dir/meta_student.pt if present)")
     p.add_argument("--out", type=Path, default=None, help="final checkpoint (default run_dir/student.pt)")
     p.add_argument("--config", type=Path, default=None, help="StudentConfig JSON when there is no meta init")
+    p.add_argument("--unknown-method", choices=["msp", "energy", "prototype"], default="prototype", help="unknown-item scorer stored in the checkpoint")
+
+
+def _fit_unknown(model: DistilledViT, train: list, val_dl: torch.utils.data.DataLoader, pre: PreprocessConfig, device: torch.device, k: int, temperature: float, method: str) -> dict:
+    """Prototypes from the unaugmented training images; the scorer's logistic from validation."""
+    train_dl = make_loader(CachedImageDataset(train, pre), 64, False)
+    _, train_f, train_y = logits_and_features(model, train_dl, device)
+    val_l, val_f, _ = logits_and_features(model, val_dl, device)
+    protos = class_prototypes(train_f, train_y, k)
+    return fit_scorer(method, val_l, val_f, protos, temperature)
 
 
 def _student(args: argparse.Namespace, names: list[str], run_dir: Path) -> DistilledViT:
@@ -129,6 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     model.eval()
     logits, ys = predict_logits(model, val_dl, device)
     temperature = fit_temperature(logits.numpy(), ys.numpy())
+    unknown = _fit_unknown(model, train, val_dl, pre, device, len(names), temperature, args.unknown_method)
     before = compute_metrics(logits.numpy(), ys.numpy(), names)
     after = compute_metrics(logits.numpy(), ys.numpy(), names, temperature)
     out = args.out or (run_dir / "student.pt")
@@ -138,6 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         names,
         pre,
         temperature=temperature,
+        unknown=unknown,
         meta={
             "data": str(args.data),
             "split": str(run_dir / "split.json"),
