@@ -24,8 +24,9 @@ from model.student import DistilledViT
 
 from .augment import belt_augmentation
 from .data import CachedImageDataset, get_split
-from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, predict_logits, progress, resolve_device, save_state, seed_everything, warmup_cosine
+from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, predict_logits, progress, save_state, seed_everything, warmup_cosine
 from .metrics import compute_metrics, fit_temperature
+from .distributed import init_distributed
 from .teacher_train import load_teacher
 from .unknown_fit import class_prototypes, fit_scorer, logits_and_features
 
@@ -72,8 +73,12 @@ def _student(args: argparse.Namespace, names: list[str], run_dir: Path) -> Disti
 
 def run(args: argparse.Namespace) -> dict[str, float]:
     seed_everything(args.seed)
-    device = resolve_device(args.device)
+    ctx = init_distributed(args.device)
+    device = ctx.device
     run_dir: Path = args.run_dir
+    if ctx.is_main:
+        get_split(args.data, run_dir, args.val_fraction, args.seed)  # rank 0 writes the split once
+    ctx.barrier()
     names, train, val, _ = get_split(args.data, run_dir, args.val_fraction, args.seed)
     model = _student(args, names, run_dir).to(device)
     cfg = model.cfg
@@ -86,23 +91,26 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             raise ValueError(f"teacher classes {t_names} differ from the data's {names}")
     train_ds = CachedImageDataset(train, pre, belt_augmentation(*cfg.image_size))
     val_dl = make_loader(CachedImageDataset(val, pre), 64, False)
-    train_dl = make_loader(train_ds, args.batch_size, True, args.balance)
+    train_dl = ctx.train_loader(train_ds, args.batch_size, args.balance)
     for p in model.affine_parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.05)
+    student = model
+    model = ctx.wrap(model)
     total = args.epochs * len(train_dl)
     sched = warmup_cosine(opt, min(5 * len(train_dl), total // 5), total)
     weights = class_weights(train_ds.labels, len(names)).to(device) if args.balance == "weights" else None
     criterion = DistillationLoss(args.tau, args.lam if teacher is not None else 0.0, hard=args.hard, class_weight=weights)
     state, state_path, logger = TrainState(), run_dir / "distill_state.pt", JsonlLog(run_dir / "distill_log.jsonl")
     if args.resume and state_path.is_file():
-        state, _ = load_state(state_path, model, opt, sched)
+        state, _ = load_state(state_path, student, opt, sched)
         log.info("resumed distillation at epoch %d", state.epoch)
     best_path = run_dir / "student_best_state.pt"
     timer = Timer()
     while state.epoch < args.epochs:
         model.train()
-        bar = progress(train_dl, f"distill {state.epoch + 1}/{args.epochs}")
+        ctx.set_epoch(train_dl, state.epoch)
+        bar = progress(train_dl, f"distill {state.epoch + 1}/{args.epochs}", disable=not ctx.is_main)
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in bar:
             x, y = x.to(device), y.to(device)
@@ -117,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
                 loss = loss + torch.nn.functional.cross_entropy(dist_logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
             opt.step()
             sched.step()
             state.step += 1
@@ -125,17 +133,24 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             loss_sum += float(loss) * len(y)
             correct += int((((cls_logits + dist_logits) / 2).argmax(1) == y).sum())
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        model.eval()
-        logits, ys = predict_logits(model, val_dl, device)
+        student.eval()
+        logits, ys = predict_logits(student, val_dl, device)
         val_acc = float((logits.argmax(1) == ys).float().mean())
         state.epoch += 1
-        rec = {"stage": "distill", "epoch": state.epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_acc": val_acc, "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed()}
-        logger.write(rec)
-        log.info("%s", rec)
+        rec = {"stage": "distill", "epoch": state.epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_acc": val_acc, "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed(), "world_size": ctx.world_size}
         if val_acc >= state.best_metric:
             state.best_metric = val_acc
-            torch.save(model.state_dict(), best_path)
-        save_state(state_path, model, opt, sched, state)
+            if ctx.is_main:
+                torch.save(student.state_dict(), best_path)
+        if ctx.is_main:
+            logger.write(rec)
+            log.info("%s", rec)
+            save_state(state_path, student, opt, sched, state)
+        ctx.barrier()
+    ctx.close()
+    if not ctx.is_main:
+        return {"rank": ctx.rank}
+    model = student
     model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
     model.eval()
     logits, ys = predict_logits(model, val_dl, device)

@@ -126,8 +126,8 @@ def predict_logits(model: Callable[[torch.Tensor], torch.Tensor], loader: DataLo
     return torch.cat(outs), torch.cat(ys)
 
 
-def progress(iterable: Any, desc: str, total: int | None = None) -> tqdm:
-    return tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, mininterval=1.0)
+def progress(iterable: Any, desc: str, total: int | None = None, disable: bool = False) -> tqdm:
+    return tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, mininterval=1.0, disable=disable)
 
 
 class Timer:
