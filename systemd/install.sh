@@ -169,7 +169,7 @@ install_unit() {
     chmod 0644 "$UNIT_DIR/$UNIT.new"
     mv -f "$UNIT_DIR/$UNIT.new" "$UNIT_DIR/$UNIT"
     for doc in systemd.md calibration.md; do
-        [[ -f "$SOURCE/docs/$doc" ]] && install -m 0644 "$SOURCE/docs/$doc" "$R$PREFIX/docs/$doc"
+        if [[ -f "$SOURCE/docs/$doc" ]]; then install -m 0644 "$SOURCE/docs/$doc" "$R$PREFIX/docs/$doc"; fi
     done
     say "installed $UNIT_DIR/$UNIT"
     if [[ $ENABLE == 1 ]]; then enable_unit && say "enabled $UNIT"; fi
