@@ -60,6 +60,7 @@ class SerialActuator:
         self._stop = threading.Event()
         self._connected_evt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="serial-io", daemon=True)
+        self._down_reported = False  # one serial_lost report per outage, not one per retry
         self.banner: sp.Banner | None = None
         self.reconnects = 0
 
@@ -124,6 +125,9 @@ class SerialActuator:
                     buf = b""
                 except SerialLinkError as e:
                     log.warning("serial_connect_failed", port=self._s.port, error=str(e), retry_in_s=delay)
+                    if not self._down_reported:
+                        self._down_reported = True
+                        self._on_link(False, str(e))
                     self._stop.wait(delay)
                     delay = min(delay * 2, self._s.reconnect_max_delay_s)
                 continue
@@ -165,16 +169,16 @@ class SerialActuator:
                 f"controller speaks protocol {banner.version} with {banner.n_gates} gates; "
                 f"need protocol {self._s.protocol_version} with at least {self._gates_needed} gates"
             )
-            self._on_link(False, msg)
             raise SerialLinkError(msg)
         with self._lock:
             self._port = port
             self._ping = None
         self.banner = banner
+        self._down_reported = False
         self._last_rx = time.monotonic()
-        self._connected_evt.set()
         log.info("serial_connected", port=self._s.port, protocol=banner.version, gates=banner.n_gates)
         self._on_link(True, f"connected to {self._s.port}")
+        self._connected_evt.set()
 
     @staticmethod
     def _read_banner(port: serial.Serial) -> sp.Banner | None:
@@ -268,6 +272,7 @@ class SerialActuator:
         for r in failed:
             self._on_result(r)
         self.reconnects += 1
+        self._down_reported = True
         log.warning("serial_lost", port=self._s.port, reason=reason)
         self._on_link(False, reason)
 

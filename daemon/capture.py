@@ -152,6 +152,8 @@ class CaptureThread:
         if not vc.isOpened():
             vc.release()
             raise OSError(f"cannot open camera source {src!r}")
+        if self.is_live:
+            vc.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep the driver from queueing stale frames (if supported)
         fps = vc.get(cv2.CAP_PROP_FPS)
         return vc, fps if 1 <= fps <= 1000 else 30.0
 
@@ -213,7 +215,7 @@ class CaptureThread:
             if not ok:
                 return not self.is_live
             if image is None or image.size == 0:
-                self._metrics.bad_frames += 1
+                self._metrics.undecodable_frames += 1
                 index += 1
                 self._next_index = index
                 continue

@@ -101,4 +101,8 @@ class BeltDetector:
             cv2.dilate(self._mask, self._kernel, dst=self._mask_wide, iterations=2)
             cv2.bitwise_not(self._mask_wide, dst=self._mask_wide)
             cv2.accumulateWeighted(self._smooth, self._background, self._s.background_alpha, mask=self._mask_wide)
+        if self._s.background_alpha_item > 0:
+            # Everywhere, very slowly: an item lying in the first frame (a "ghost" once it leaves) or an
+            # object stuck on the belt fades into the background instead of being detected forever.
+            cv2.accumulateWeighted(self._smooth, self._background, self._s.background_alpha_item)
         return detections

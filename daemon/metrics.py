@@ -61,7 +61,8 @@ class PipelineMetrics:
     captured: RateMeter = field(default_factory=RateMeter)
     processed: RateMeter = field(default_factory=RateMeter)
     dropped_frames: int = 0
-    bad_frames: int = 0
+    bad_frames: int = 0  # rejected by the worker (odd size, wrong type, processing error)
+    undecodable_frames: int = 0  # counted by the capture thread (e.g. a corrupt image file)
     camera_failures: int = 0
     items: int = 0
     sorted: int = 0

@@ -55,6 +55,7 @@ class DetectSettings(_Section):
     blur_px: int = Field(5, ge=1)
     morph_px: int = Field(5, ge=1)
     background_alpha: float = Field(0.02, ge=0, le=1)  # learning rate of the empty-belt model
+    background_alpha_item: float = Field(0.001, ge=0, le=1)  # slower rate under items: ghosts fade out
     background_image: Path | None = None  # optional photo of the empty belt; else the first frame
     edge_margin_px: int = Field(2, ge=0)  # a box this close to the region edge is "not fully inside"
 

@@ -6,11 +6,12 @@ import threading
 import time
 from pathlib import Path
 
+from daemon_fixtures import sim, wait_for  # noqa: F401 (pytest fixtures)
+
 from daemon.actuation import ActuationRequest, ActuationResult
 from daemon.actuator import SerialActuator
 from daemon.settings import SerialSettings
 from daemon.sim_controller import SimController
-from daemon_fixtures import sim, wait_for  # noqa: F401 (pytest fixtures)
 
 
 class Sink:

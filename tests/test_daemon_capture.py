@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+from daemon_fixtures import make_settings, tiny_classifier, tiny_model_path, wait_for  # noqa: F401
 
 from daemon.capture import CaptureThread, Frame, FrameSlot, classify_source
 from daemon.metrics import PipelineMetrics
 from daemon.pipeline import Pipeline
 from daemon.settings import CameraSettings
-from daemon_fixtures import make_settings, tiny_classifier, tiny_model_path, wait_for  # noqa: F401
 
 
 def write_video(path: Path, n: int, fps: float = 30.0, size: tuple[int, int] = (160, 120)) -> Path:

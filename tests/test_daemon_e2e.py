@@ -9,11 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from daemon.events import ItemEvent
-from daemon.pipeline import RunSummary, run_pipeline
-from daemon.sim_controller import SimController
 from daemon_fixtures import (  # noqa: F401 (pytest fixtures)
     CLASS_TO_GATE,
     Broker,
@@ -30,6 +25,10 @@ from daemon_fixtures import (  # noqa: F401 (pytest fixtures)
     tiny_model_path,
     wait_for,
 )
+
+from daemon.events import ItemEvent
+from daemon.pipeline import RunSummary, run_pipeline
+from daemon.sim_controller import SimController
 
 # Gate timing tolerance against the ground truth of the rendered video: the item centre is
 # estimated from a JPEG-compressed frame (+-2 px = +-5 ms at 400 px/s), plus scheduler wake-up

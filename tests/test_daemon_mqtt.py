@@ -9,10 +9,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from daemon_fixtures import REPO, Broker, Collector, broker, collector, wait_for  # noqa: F401
 
 from daemon.mqtt_events import EventPublisher
 from daemon.settings import MqttSettings
-from daemon_fixtures import REPO, Broker, Collector, broker, collector, wait_for  # noqa: F401
 
 
 def settings_for(b: Broker, **kw: object) -> MqttSettings:
@@ -88,7 +88,8 @@ def test_last_will_says_offline_when_the_process_dies(broker: Broker) -> None:
         "import os, signal\n"
         "from daemon.mqtt_events import EventPublisher\n"
         "from daemon.settings import MqttSettings\n"
-        f"p = EventPublisher(MqttSettings(host='{broker.host}', port={broker.port}, line_id='t', keepalive_s=5)).start()\n"
+        f"s = MqttSettings(host='{broker.host}', port={broker.port}, line_id='t', keepalive_s=5)\n"
+        "p = EventPublisher(s).start()\n"
         "assert p.wait_connected(5)\n"
         "import time; time.sleep(0.3)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -102,7 +103,8 @@ def test_username_and_password_file(tmp_path: Path) -> None:
     b = Broker(tmp_path)
     pwfile = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(pwfile), "sorter", "s3cret"], check=True)
-    b.conf.write_text(b.conf.read_text().replace("allow_anonymous true", f"allow_anonymous false\npassword_file {pwfile}"))
+    auth = f"allow_anonymous false\npassword_file {pwfile}"
+    b.conf.write_text(b.conf.read_text().replace("allow_anonymous true", auth))
     b.start()
     try:
         secret = tmp_path / "mqtt-password"

@@ -9,15 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from daemon.health import HealthMonitor
-from daemon.metrics import PipelineMetrics
-from daemon.notify import SystemdNotifier, watchdog_interval_s
-from daemon.sim_controller import SimController
 from daemon_fixtures import (  # noqa: F401 (pytest fixtures)
     GATES,
     LEAD_MS,
@@ -32,6 +27,11 @@ from daemon_fixtures import (  # noqa: F401 (pytest fixtures)
     tiny_model_path,
     wait_for,
 )
+
+from daemon.health import HealthMonitor
+from daemon.metrics import PipelineMetrics
+from daemon.notify import SystemdNotifier, watchdog_interval_s
+from daemon.sim_controller import SimController
 
 
 def abstract_socket() -> tuple[socket.socket, str]:
