@@ -1,0 +1,74 @@
+// wastesort reference gate controller: N solenoid or servo gates driven over USB serial.
+//
+// Speaks docs/serial-protocol.md (version 1). All protocol logic lives in protocol.h, which
+// has no Arduino dependency and is tested on the PC against the daemon's own Python codec
+// and simulator (tests/test_calibration_firmware.py). This file only does the I/O: serial
+// bytes in, reply lines out, pins and servos, and closing each gate when its pulse ends.
+#include <Servo.h>
+
+#include "config.h"
+#include "protocol.h"
+
+static Servo servos[WS_N_GATES];
+static bool gate_open[WS_N_GATES];
+static unsigned long opened_at[WS_N_GATES];
+static unsigned long open_for_ms[WS_N_GATES];
+static unsigned long last_rx_ms = 0;
+
+static void set_gate(uint8_t index, bool open) {
+    const GateConfig& g = GATES[index];
+    if (g.kind == GATE_SERVO) {
+        servos[index].write(open ? g.open_deg : g.closed_deg);
+    } else {
+        digitalWrite(g.pin, (open == g.active_high) ? HIGH : LOW);
+    }
+    gate_open[index] = open;
+}
+
+// Called by ws::Controller for a new FIRE (not for a retransmission), before the ACK is sent.
+static void fire_gate(uint8_t gate, uint16_t duration_ms, void*) {
+    uint8_t index = gate - 1;  // the controller already rejected gates outside 1..WS_N_GATES
+    opened_at[index] = millis();
+    open_for_ms[index] = duration_ms;  // a gate fired again while open stays open for the new pulse
+    set_gate(index, true);
+}
+
+static ws::Controller controller(WS_N_GATES, ws::PROTOCOL_VERSION, fire_gate, 0);
+static ws::LineReader reader;
+static char reply[40];  // the longest reply, the banner, is 26 bytes
+
+void setup() {
+    for (uint8_t i = 0; i < WS_N_GATES; ++i) {
+        if (GATES[i].kind == GATE_SERVO) {
+            servos[i].attach(GATES[i].pin);
+        } else {
+            pinMode(GATES[i].pin, OUTPUT);
+        }
+        set_gate(i, false);
+    }
+    pinMode(LED_BUILTIN, OUTPUT);
+    Serial.begin(WS_BAUD);
+    // Nothing is sent unprompted: the daemon starts every connection with HELLO.
+}
+
+void loop() {
+    while (Serial.available() > 0) {
+        last_rx_ms = millis();
+        if (reader.feed((uint8_t)Serial.read(), controller)) {
+            size_t n = controller.handle_line(reader.line(), reader.line_len(), reply, sizeof reply);
+            if (n > 0) Serial.write((const uint8_t*)reply, n);
+        }
+    }
+    unsigned long now = millis();
+    bool any_open = false;
+    for (uint8_t i = 0; i < WS_N_GATES; ++i) {
+        if (gate_open[i] && now - opened_at[i] >= open_for_ms[i]) set_gate(i, false);  // wrap-safe
+        any_open = any_open || gate_open[i];
+    }
+    if (now - last_rx_ms > WS_SILENCE_FAILSAFE_MS) {
+        for (uint8_t i = 0; i < WS_N_GATES; ++i) {
+            if (gate_open[i]) set_gate(i, false);
+        }
+    }
+    digitalWrite(LED_BUILTIN, any_open ? HIGH : LOW);
+}
