@@ -139,7 +139,11 @@ def _step_scale(args: argparse.Namespace, preview: Preview) -> tuple[Any, Update
             raise CalibrationError(f"cannot read image {args.image}")
     else:
         with FrameSource(args.source or cfg.camera.source) as src:
-            image = src.first_frame()
+            # A live camera needs a few frames to settle its exposure.
+            frames = list(src.frames(limit=10 if src.kind == "camera" else 1))
+            if not frames:
+                raise CalibrationError(f"{src.source!r} delivered no frame")
+            image = frames[-1].image
     result = scale.measure_scale(image, pattern, args.square_mm, region=cfg.belt.region, rotate=cfg.belt.rotate)
     lines = [
         f"board {pattern[0]}x{pattern[1]} inner corners, squares {args.square_mm:g} mm, "

@@ -88,6 +88,16 @@ def _set(doc: tomlkit.TOMLDocument, key: str, value: Any) -> Any:
     return old
 
 
+def _copy_owner_and_mode(src: Path, dst: Path) -> None:
+    """Keep e.g. root:wastesort 0640: the service reads its config through the group."""
+    st = src.stat()
+    shutil.copymode(src, dst)
+    try:
+        os.chown(dst, st.st_uid, st.st_gid)
+    except PermissionError:
+        pass  # not root: the file is ours anyway
+
+
 def apply_updates(path: Path, updates: Updates, *, dry_run: bool = False, now: datetime | None = None) -> WriteResult:
     """Merge ``updates`` into the config at ``path``; validate, back up, replace atomically.
 
@@ -138,7 +148,7 @@ def apply_updates(path: Path, updates: Updates, *, dry_run: bool = False, now: d
             backup = path.with_name(f"{path.name}.bak-{stamp}-{n}")
             n += 1
         shutil.copy2(path, backup)
-        shutil.copymode(path, tmp)
+        _copy_owner_and_mode(path, tmp)
         os.replace(tmp, path)
         return WriteResult(path, changes, backup, True)
     finally:

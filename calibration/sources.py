@@ -98,11 +98,6 @@ class FrameSource:
             yield TimedFrame(i, t - t0, img)
             i += 1
 
-    def first_frame(self) -> np.ndarray:
-        for f in self.frames(limit=1):
-            return f.image
-        raise CalibrationError(f"{self.source!r} delivered no frame")
-
     def close(self) -> None:
         if self.capture is not None:
             self.capture.release()

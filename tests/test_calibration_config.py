@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,6 +71,17 @@ def test_second_write_in_same_second_keeps_both_backups(tmp_path: Path) -> None:
     second = apply_updates(cfg, {"belt.speed_mm_s": 260.0}, now=now)
     assert first.backup != second.backup and first.backup.exists() and second.backup.exists()
     assert read_toml(second.backup)["belt"]["speed_mm_s"] == 250.0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's group needs root")
+def test_owner_group_and_mode_are_kept(tmp_path: Path) -> None:
+    """The installed config is root:wastesort 0640; a rewrite by root must not lock the service out."""
+    cfg = make_config(tmp_path)
+    os.chown(cfg, 0, 4321)
+    cfg.chmod(0o640)
+    apply_updates(cfg, {"belt.speed_mm_s": 250.0})
+    st = cfg.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 4321, 0o640)
 
 
 def test_unchanged_values_write_nothing(tmp_path: Path) -> None:
