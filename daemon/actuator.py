@@ -7,10 +7,12 @@ delays the next gate.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import serial
 import structlog
@@ -31,6 +33,20 @@ class _Pending:
     line: bytes
     result: ActuationResult
     deadline: float
+
+
+def stable_name_for(port: str, by_id_dir: Path = Path("/dev/serial/by-id")) -> str | None:
+    """The /dev/serial/by-id link for ``port`` when ``port`` is a kernel name like /dev/ttyUSB0."""
+    if not port.startswith("/dev/") or os.path.islink(port) or not by_id_dir.is_dir():
+        return None  # a symlink (by-id, by-path, udev rule) is already a stable name
+    try:
+        target = os.path.realpath(port)
+        for link in sorted(by_id_dir.iterdir()):
+            if os.path.realpath(link) == target:
+                return str(link)
+    except OSError:
+        return None
+    return None
 
 
 class SerialLinkError(Exception):
@@ -70,6 +86,10 @@ class SerialActuator:
         return self._connected_evt.is_set()
 
     def start(self) -> SerialActuator:
+        hint = stable_name_for(self._s.port)
+        if hint is not None:
+            log.warning("serial_port_not_stable", port=self._s.port, use=hint,
+                        why="ttyUSB numbers change when the adapter is re-plugged; the by-id name does not")
         self._thread.start()
         return self
 

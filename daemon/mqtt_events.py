@@ -96,7 +96,10 @@ class EventPublisher:
             return len(self._sent)
 
     def stop(self, flush_timeout_s: float = 5.0) -> bool:
-        """Publish ``stopped`` (retained), wait for the queue to drain, disconnect. True if all delivered."""
+        """Publish ``stopped`` (retained), wait for the queue to drain, disconnect. True if all delivered.
+
+        ``pending()`` still tells how many messages were left undelivered afterwards.
+        """
         self._send(self.topic("available"), "stopped", retain=True)
         end = time.monotonic() + flush_timeout_s
         while self.pending() and time.monotonic() < end:

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+FRAME_ALERT_INTERVAL_S = 5.0
 _ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
 
@@ -65,8 +66,7 @@ class RunSummary:
     actuations_ok: int
     actuation_errors: dict[str, int]
     fire_error_p99_ms: float | None
-    mqtt_undelivered: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    mqtt_undelivered: int = 0  # messages the broker had not acknowledged when the daemon exited
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +98,7 @@ class Pipeline:
         self._results_lock = threading.Lock()
         self._expected_shape: tuple[int, ...] | None = None
         self._region_alerted = False
+        self._last_frame_alert = -1e9
         self.items: list[ItemEvent] = []
         self.actuations: list[ActuationResult] = []
         self.alerts: list[dict[str, Any]] = []
@@ -134,6 +135,9 @@ class Pipeline:
         unmapped = self.classifier.unmapped_classes()
         if unmapped:
             log.warning("classes_without_gate", classes=unmapped, route="reject")
+        unknown = sorted(set(s.class_to_gate) - set(self.classifier.class_names))
+        if unknown:
+            log.warning("class_to_gate_unknown_classes", classes=unknown, model_classes=self.classifier.class_names)
         if s.mqtt.enabled:
             self.publisher = EventPublisher(s.mqtt, on_link=self._on_broker_link).start()
         if s.serial.enabled:
@@ -192,9 +196,9 @@ class Pipeline:
         summary = self.summary()
         if self.publisher is not None:
             self.publisher.publish("stats", self.stats_payload())
-            delivered = self.publisher.stop()
-            summary = RunSummary(**{**asdict(summary), "mqtt_undelivered": 0 if delivered else 1})
-        log.info("pipeline_stopped", **{k: v for k, v in summary.as_dict().items() if k != "extra"})
+            self.publisher.stop()
+            summary = replace(summary, mqtt_undelivered=self.publisher.pending())
+        log.info("pipeline_stopped", **summary.as_dict())
         return summary
 
     # --- status & stats -----------------------------------------------------------------------
@@ -345,7 +349,9 @@ class Pipeline:
                 except Exception as e:  # a bad frame must not stop the line
                     log.exception("frame_failed", frame=frame.index)
                     self.metrics.bad_frames += 1
-                    self.alert("frame_failed", f"frame {frame.index}: {type(e).__name__}: {e}")
+                    if time.monotonic() - self._last_frame_alert > FRAME_ALERT_INTERVAL_S:  # no alert flood
+                        self._last_frame_alert = time.monotonic()
+                        self.alert("frame_failed", f"frame {frame.index}: {type(e).__name__}: {e}")
                 self.metrics.frame_processing.add(time.perf_counter() - t0)
                 self.metrics.processed.tick()
         finally:

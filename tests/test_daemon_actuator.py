@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -171,4 +172,19 @@ def test_too_few_gates_is_refused(tmp_path: Path) -> None:
         assert any("at least 4 gates" in d for _, d in sink.links)
     finally:
         act.close()
+        sim.stop()
+
+
+def test_kernel_tty_name_gets_a_by_id_hint(tmp_path: Path) -> None:
+    from daemon.actuator import stable_name_for
+
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    sim = SimController(tmp_path / "unused")
+    try:
+        pts = os.ttyname(sim._slave)
+        (by_id / "usb-wastesort_gate-if00-port0").symlink_to(pts)
+        assert stable_name_for(pts, by_id) == str(by_id / "usb-wastesort_gate-if00-port0")
+        assert stable_name_for(str(by_id / "usb-wastesort_gate-if00-port0"), by_id) is None  # already stable
+    finally:
         sim.stop()

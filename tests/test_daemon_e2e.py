@@ -167,3 +167,33 @@ def test_serial_unplugged_mid_run_reconnects_and_reports_missed_actuations(
     kinds = [a["kind"] for a in collector.on("alerts")]
     assert "serial_lost" in kinds and "serial_restored" in kinds
     assert kinds.index("serial_lost") < kinds.index("serial_restored")
+
+
+def test_onnx_backend_runs_the_same_pipeline(tmp_path: Path, sim: SimController, tiny_model_path: Path) -> None:
+    n = 3
+    video = belt_video(tmp_path / "belt.avi", n)
+    settings = make_settings(video, sim.link, model_path=tiny_model_path, camera={"realtime": False},
+                             classify={"backend": "onnx"})
+    items: list[ItemEvent] = []
+    summary = run_pipeline(settings, on_item=items.append)
+    assert summary.items == n and summary.actuations_ok == n
+    assert all(abs(sum(i.scores.values()) - 1) < 1e-3 for i in items)
+
+
+def test_camera_source_failure_is_alerted_and_retried_until_it_returns(
+    tmp_path: Path, broker: Broker, collector: Collector, sim: SimController, tiny_classifier: Any
+) -> None:
+    from daemon.pipeline import Pipeline
+
+    late = tmp_path / "late.avi"
+    settings = make_settings(late, sim.link, broker=broker, camera={"realtime": False})
+    p = Pipeline(settings, classifier=tiny_classifier).start(serial_wait_s=5)
+    try:
+        assert wait_for(lambda: len([a for a in collector.on("alerts") if a["kind"] == "camera_lost"]) >= 2, 10)
+        belt_video(tmp_path / "tmp.avi", 2).path.rename(late)  # the camera comes back
+        assert p.wait_source_done(30)
+    finally:
+        summary = p.stop()
+    assert summary.items == 2 and summary.camera_failures >= 2
+    kinds = [a["kind"] for a in collector.on("alerts")]
+    assert "camera_restored" in kinds and kinds.index("camera_lost") < kinds.index("camera_restored")

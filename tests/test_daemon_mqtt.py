@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -116,5 +117,35 @@ def test_username_and_password_file(tmp_path: Path) -> None:
         bad = EventPublisher(settings_for(b, username="sorter", password_file=secret)).start()
         assert not bad.wait_connected(1.5)
         bad.stop(flush_timeout_s=0.1)
+    finally:
+        b.stop()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
+def test_tls_with_a_private_ca(tmp_path: Path) -> None:
+    """TLS to a broker whose certificate is signed by a CA given in ca_file (hostname verified)."""
+
+    def ssl_cmd(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+
+    ssl_cmd("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+            "-subj", "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.crt")
+    ssl_cmd("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "server.key", "-out", "server.csr")
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl_cmd("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
+    b = Broker(tmp_path)
+    b.conf.write_text(b.conf.read_text() + f"cafile {tmp_path}/ca.crt\ncertfile {tmp_path}/server.crt\n"
+                      f"keyfile {tmp_path}/server.key\n")
+    b.start()
+    try:
+        pub = EventPublisher(settings_for(b, tls=True, ca_file=tmp_path / "ca.crt")).start()
+        assert pub.wait_connected(5)
+        pub.publish("items", {"seq": 1})
+        assert pub.stop()
+        plain = EventPublisher(settings_for(b)).start()  # no TLS: the broker must refuse
+        assert not plain.wait_connected(1.0)
+        plain.stop(flush_timeout_s=0.1)
     finally:
         b.stop()
