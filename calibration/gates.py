@@ -91,16 +91,19 @@ def fire_gates(
             done.notify_all()
 
     def on_link(up: bool, message: str) -> None:
-        link_messages.append(message)
+        if not up:
+            link_messages.append(message)
 
     actuator = SerialActuator(serial, gates_needed=needed, on_result=on_result, on_link=on_link).start()
     try:
         if not actuator.wait_connected(connect_timeout_s):
-            detail = link_messages[-1] if link_messages else (
-                f"no banner within {connect_timeout_s:.0f} s (wrong port or baud rate {serial.baud}, "
-                "port busy - is the daemon running? - or not a wastesort gate controller)"
+            detail = link_messages[-1] if link_messages else f"no banner within {connect_timeout_s:g} s"
+            raise CalibrationError(
+                f"cannot reach the gate controller on {serial.port}: {detail}\n"
+                f"check: the port and baud rate ({serial.baud}), that the daemon is stopped (it holds the port), "
+                "that it is a wastesort gate controller, and that the board is not still booting (auto-reset, "
+                "see firmware/gate_controller/README.md)"
             )
-            raise CalibrationError(f"cannot reach the gate controller on {serial.port}: {detail}")
         banner = actuator.banner
         assert banner is not None
         wait_s = serial.ack_timeout_ms / 1000 * (serial.retries + 1) + 1.0
