@@ -161,3 +161,44 @@ def test_quality_figures() -> None:
     assert any("clipped white" in w for w in q.warnings)
     dark = measure_quality(np.zeros((50, 50, 3), np.uint8))
     assert dark.brightness == 0 and dark.dark_clipped_pct == 100
+
+
+class DriverStandIn:
+    """A cv2.VideoCapture look-alike whose driver honours exposure but ignores white balance."""
+
+    def __init__(self) -> None:
+        self.values = {cv2.CAP_PROP_AUTO_EXPOSURE: 3.0, cv2.CAP_PROP_EXPOSURE: 156.0,
+                       cv2.CAP_PROP_AUTO_WB: 1.0, cv2.CAP_PROP_WB_TEMPERATURE: 4600.0}
+
+    def set(self, prop: int, value: float) -> bool:
+        if prop in (cv2.CAP_PROP_AUTO_WB, cv2.CAP_PROP_WB_TEMPERATURE):
+            return True  # claims success, changes nothing: what many UVC drivers do
+        self.values[prop] = value
+        return True
+
+    def get(self, prop: int) -> float:
+        return self.values.get(prop, 0.0)
+
+
+def test_lock_reads_back_and_reports_ignored_controls() -> None:
+    from calibration.camera import lock_controls
+
+    cam = DriverStandIn()
+    reports = {r.name: r for r in lock_controls(cam, exposure=None, white_balance_k=5000.0)}  # type: ignore[arg-type]
+    assert reports["auto_exposure(manual=1)"].applied and cam.values[cv2.CAP_PROP_AUTO_EXPOSURE] == 1.0
+    assert reports["exposure"].applied and reports["exposure"].requested == 156.0  # locked at the current value
+    assert not reports["auto_white_balance"].applied and reports["auto_white_balance"].read_back == 1.0
+    assert not reports["white_balance_temperature"].applied
+    assert reports["white_balance_temperature"].read_back == 4600.0
+
+
+def test_dry_run_writes_neither_config_nor_background(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_frames(tmp_path / "frames", n=3)
+    cfg = make_config(tmp_path)
+    before = cfg.read_text()
+    argv = ["camera", "--config", str(cfg), "--source", str(tmp_path / "frames"), "--region", "0,60,320,120",
+            "--dry-run"]
+    assert main(argv) == 0
+    assert cfg.read_text() == before and not (cfg.parent / "empty-belt.png").exists()
+    out = capsys.readouterr().out
+    assert "would update" in out and "detect.background_image" in out
