@@ -34,6 +34,7 @@ class EventPublisher:
         self.base = f"{settings.prefix}/{settings.line_id}"
         self._connected = threading.Event()
         self._closing = False
+        self._down_reported = False  # one "broker down" report per outage, also when it was never up
         self._ever_connected = False
         self._sent: set[int] = set()  # mids of QoS>0 messages handed to paho...
         self._acked: set[int] = set()  # ...and those the broker acknowledged (on_publish)
@@ -56,6 +57,7 @@ class EventPublisher:
             )
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
+        c.on_connect_fail = self._handle_connect_fail
         c.on_publish = self._handle_publish
         self._client = c
 
@@ -121,6 +123,7 @@ class EventPublisher:
             return
         self._connected.set()
         self._ever_connected = True
+        self._down_reported = False
         client.publish(self.topic("available"), "online", qos=1, retain=True)
         log.info("mqtt_connected", host=self._s.host, port=self._s.port, queued=self.pending())
         if self._on_link:
@@ -130,9 +133,19 @@ class EventPublisher:
         was = self._connected.is_set()
         self._connected.clear()
         if was and not self._closing:
+            self._down_reported = True
             log.warning("mqtt_disconnected", reason=str(reason_code))
             if self._on_link:
                 self._on_link(False, f"broker connection lost: {reason_code}")
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if self._down_reported or self._closing:
+            return
+        self._down_reported = True
+        msg = f"cannot reach broker {self._s.host}:{self._s.port}; retrying, events are queued"
+        log.warning("mqtt_unreachable", host=self._s.host, port=self._s.port)
+        if self._on_link:
+            self._on_link(False, msg)
 
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, props: Any) -> None:
         with self._lock:

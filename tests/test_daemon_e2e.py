@@ -4,6 +4,9 @@ the right gates at the right times; plus the broker outage and serial unplug sce
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -53,6 +56,10 @@ def test_n_items_in_n_events_and_n_acknowledged_actuations_on_time(
     n = 6
     video = belt_video(tmp_path / "belt.avi", n)
     settings = make_settings(video, sim.link, model_path=tiny_model_path, broker=broker)
+    operator = subprocess.Popen(  # what an operator runs to follow the line
+        ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-t", "wastesort/#", "-v"],
+        stdout=subprocess.PIPE, text=True,
+    ) if shutil.which("mosquitto_sub") else None
     items: list[ItemEvent] = []
     summary = run_pipeline(settings, on_item=items.append)
 
@@ -92,6 +99,13 @@ def test_n_items_in_n_events_and_n_acknowledged_actuations_on_time(
     assert stats and stats[-1]["items"] == n and stats[-1]["serial"] in ("connected", "disconnected")
     assert {"capture_fps", "processing_fps", "dropped_frames", "inference_ms_p50", "inference_ms_p95",
             "counts_per_class", "rejects_by_reason", "broker"} <= set(stats[-1])
+    if operator is not None:
+        time.sleep(0.3)
+        operator.terminate()
+        out, _ = operator.communicate(timeout=5)
+        lines = [ln.split(" ", 1) for ln in out.splitlines()]
+        assert len([1 for topic, _ in lines if topic == "wastesort/test/items"]) == n
+        assert all(json.loads(p)["acknowledged"] for topic, p in lines if topic == "wastesort/test/actuations")
 
 
 def test_low_confidence_and_unknown_items_go_to_the_reject_gate(

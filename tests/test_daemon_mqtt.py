@@ -61,14 +61,18 @@ def test_no_broker_at_start_is_retried_and_nothing_is_lost(tmp_path: Path) -> No
     b = Broker(tmp_path).start()
     c = Collector(b.host, b.port, topic="wastesort/t/#").start()  # an operator's persistent session
     b.stop()
-    pub = EventPublisher(settings_for(b)).start()  # the daemon starts while the broker is down
+    links: list[tuple[bool, str]] = []
+    pub = EventPublisher(settings_for(b), on_link=lambda up, d: links.append((up, d))).start()  # broker down
     try:
         for i in range(10):
             pub.publish("alerts", {"seq": i})
         assert not pub.wait_connected(1.5)
+        assert links and links[0][0] is False and "cannot reach broker" in links[0][1]  # alerted, once
+        assert len([x for x in links if not x[0]]) == 1
         assert pub.pending() == 10
         b.start()
         assert pub.wait_connected(5)
+        assert wait_for(lambda: links[-1][0] is True, 2)
         assert wait_for(lambda: {m["seq"] for m in c.on("alerts")} == set(range(10)), 10)
         c.stop()
     finally:
