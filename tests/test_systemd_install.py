@@ -44,8 +44,14 @@ def group_members(root: Path, group: str) -> list[str]:
     return []
 
 
+def require_sysusers() -> None:
+    if shutil.which("systemd-sysusers") is None:
+        pytest.skip("systemd-sysusers is not installed (install.sh --root creates the user with it)")
+
+
 @pytest.fixture
 def staged(tmp_path: Path) -> Path:
+    require_sysusers()
     root = tmp_path / "root"
     proc = run(INSTALL, "--root", str(root), "--no-venv")
     assert proc.returncode == 0, proc.stderr
@@ -103,6 +109,7 @@ def test_install_is_idempotent_and_keeps_the_config(staged: Path) -> None:
 
 
 def test_custom_prefix_rewrites_exec_start(tmp_path: Path) -> None:
+    require_sysusers()
     root = tmp_path / "root"
     assert run(INSTALL, "--root", str(root), "--no-venv", "--prefix", "/srv/ws", "--no-enable").returncode == 0
     unit = (root / "etc/systemd/system/wastesort.service").read_text()
