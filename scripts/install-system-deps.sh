@@ -8,6 +8,7 @@ command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
 command -v socat >/dev/null || need+=(socat)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v make >/dev/null || need+=(make)
+command -v g++ >/dev/null || need+=(g++)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
