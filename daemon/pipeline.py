@@ -10,66 +10,36 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import cv2
-import numpy as np
 import structlog
 
 from daemon.actuation import ActuationRequest, ActuationResult
 from daemon.actuator import SerialActuator
-from daemon.capture import CaptureThread, Frame, FrameSlot
+from daemon.capture import CaptureThread, FrameSlot
 from daemon.classify import ItemClassifier, load_model
-from daemon.detect import BeltDetector
 from daemon.events import ItemEvent, WallClock, actuation_payload, alert_payload
 from daemon.health import HealthMonitor
 from daemon.metrics import PipelineMetrics
 from daemon.mqtt_events import EventPublisher
 from daemon.notify import SystemdNotifier, watchdog_interval_s
-from daemon.schedule import ActuationScheduler, firing_time
+from daemon.reporting import RunSummary, run_summary, stats_payload
+from daemon.schedule import ActuationScheduler
 from daemon.settings import Settings
-from daemon.track import BeltTracker, ReadyItem
+from daemon.worker import FrameProcessor
 
 if TYPE_CHECKING:
     from model import Classifier
 
+__all__ = ["Pipeline", "RunSummary", "run_pipeline"]
+
 log = structlog.get_logger(__name__)
 
 FRAME_ALERT_INTERVAL_S = 5.0
-_ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """Throughput, latency and outcome counts of one run (also the benchmark's result)."""
-
-    duration_s: float
-    frames_captured: int
-    frames_processed: int
-    capture_fps: float
-    processing_fps: float
-    dropped_frames: int
-    bad_frames: int
-    camera_failures: int
-    items: int
-    sorted: int
-    rejected: int
-    rejects_by_reason: dict[str, int]
-    per_class: dict[str, int]
-    latency_p50_ms: float | None
-    latency_p99_ms: float | None
-    inference_p50_ms: float | None
-    inference_p95_ms: float | None
-    frame_p99_ms: float | None
-    actuations_ok: int
-    actuation_errors: dict[str, int]
-    fire_error_p99_ms: float | None
-    mqtt_undelivered: int = 0  # messages the broker had not acknowledged when the daemon exited
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+RECENT_HISTORY = 1000
 
 
 class Pipeline:
@@ -96,31 +66,20 @@ class Pipeline:
         self._stop_stats = threading.Event()
         self._stopped = False
         self._results_lock = threading.Lock()
-        self._expected_shape: tuple[int, ...] | None = None
-        self._region_alerted = False
         self._last_frame_alert = -1e9
-        self.items: list[ItemEvent] = []
-        self.actuations: list[ActuationResult] = []
-        self.alerts: list[dict[str, Any]] = []
+        # Recent history for callers and tests; bounded, since the service runs for months.
+        self.items: deque[ItemEvent] = deque(maxlen=RECENT_HISTORY)
+        self.actuations: deque[ActuationResult] = deque(maxlen=RECENT_HISTORY)
+        self.alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_HISTORY)
         self.serial_state = "disabled" if not settings.serial.enabled else "connecting"
         self.publisher: EventPublisher | None = None
         self.actuator: SerialActuator | None = None
         self.classifier: ItemClassifier | None = None
+        self.processor: FrameProcessor | None = None
         self.capture: CaptureThread | None = None
         self.health: HealthMonitor | None = None
         self.scheduler = ActuationScheduler(
             fire=self._fire, on_missed=self._on_actuation_result, late_tolerance_s=settings.serial.max_late_ms / 1000
-        )
-        x, y, w, h = settings.belt.region
-        self._region = (x, y, w, h)
-        belt_len_px = w if settings.belt.rotate in (0, 180) else h
-        self.detector = BeltDetector(settings.detect)
-        self.tracker = BeltTracker(
-            settings.track,
-            speed_px_s=settings.belt.speed_mm_s * settings.belt.px_per_mm,
-            region_width=belt_len_px,
-            edge_margin_px=settings.detect.edge_margin_px,
-            crop_padding_px=settings.classify.crop_padding_px,
         )
         self._worker = threading.Thread(target=self._work, name="worker", daemon=True)
         self._stats_thread = threading.Thread(target=self._stats_loop, name="stats", daemon=True)
@@ -132,6 +91,7 @@ class Pipeline:
         self.notifier.status("loading model")
         model = self._classifier_model if self._classifier_model is not None else load_model(s.classify)
         self.classifier = ItemClassifier(s.classify, model, s.class_to_gate, s.reject_gate)
+        self.processor = FrameProcessor(s, self.classifier, self.metrics, self.run_id, self.clock, self.alert)
         unmapped = self.classifier.unmapped_classes()
         if unmapped:
             log.warning("classes_without_gate", classes=unmapped, route="reject")
@@ -215,68 +175,13 @@ class Pipeline:
         )
 
     def stats_payload(self) -> dict[str, Any]:
-        m = self.metrics
-        inf50, inf95 = m.inference.percentiles_ms(50, 95)
-        lat50, lat99 = m.decision.percentiles_ms(50, 99)
-        (fire99,) = m.fire_error.percentiles_ms(99)
-        return {
-            "run": self.run_id,
-            "time": round(time.time(), 3),
-            "uptime_s": round(time.monotonic() - m.started, 1),
-            "capture_fps": m.captured.rate(),
-            "processing_fps": m.processed.rate(),
-            "frames_captured": m.captured.total,
-            "frames_processed": m.processed.total,
-            "dropped_frames": m.dropped_frames,
-            "bad_frames": m.bad_frames + m.undecodable_frames,
-            "inference_ms_p50": inf50,
-            "inference_ms_p95": inf95,
-            "latency_ms_p50": lat50,
-            "latency_ms_p99": lat99,
-            "fire_error_ms_p99": fire99,
-            "items": m.items,
-            "counts_per_class": dict(m.per_class),
-            "rejects_by_reason": dict(m.rejects),
-            "actuations_ok": m.actuations_ok,
-            "actuation_errors": dict(m.actuation_errors),
-            "serial": self.serial_state,
-            "broker": self.broker_state(),
-            "mqtt_pending": self.publisher.pending() if self.publisher else 0,
-        }
+        return stats_payload(
+            self.metrics, self.run_id, self.serial_state, self.broker_state(),
+            self.publisher.pending() if self.publisher else 0,
+        )
 
     def summary(self) -> RunSummary:
-        m = self.metrics
-        duration = max(1e-9, time.monotonic() - m.started)
-        # fps over the frames' own time span, so start-up and the final drain do not dilute it
-        active = (m.last_frame - m.first_frame) if m.first_frame is not None and m.last_frame is not None else 0.0
-        n_intervals = max(0, m.processed.total - 1)
-        lat50, lat99 = m.decision.percentiles_ms(50, 99)
-        inf50, inf95 = m.inference.percentiles_ms(50, 95)
-        (frame99,) = m.frame_processing.percentiles_ms(99)
-        (fire99,) = m.fire_error.percentiles_ms(99)
-        return RunSummary(
-            duration_s=round(duration, 3),
-            frames_captured=m.captured.total,
-            frames_processed=m.processed.total,
-            capture_fps=round(max(0, m.captured.total - 1) / active, 2) if active > 0 else 0.0,
-            processing_fps=round(n_intervals / active, 2) if active > 0 else 0.0,
-            dropped_frames=m.dropped_frames,
-            bad_frames=m.bad_frames + m.undecodable_frames,
-            camera_failures=m.camera_failures,
-            items=m.items,
-            sorted=m.sorted,
-            rejected=m.items - m.sorted,
-            rejects_by_reason=dict(m.rejects),
-            per_class=dict(m.per_class),
-            latency_p50_ms=lat50,
-            latency_p99_ms=lat99,
-            inference_p50_ms=inf50,
-            inference_p95_ms=inf95,
-            frame_p99_ms=frame99,
-            actuations_ok=m.actuations_ok,
-            actuation_errors=dict(m.actuation_errors),
-            fire_error_p99_ms=fire99,
-        )
+        return run_summary(self.metrics)
 
     def _stats_loop(self) -> None:
         interval = self.s.mqtt.stats_interval_s
@@ -332,7 +237,18 @@ class Pipeline:
             self._on_actuation_hook(r)
 
     # --- worker -------------------------------------------------------------------------------
+    def _report_item(self, event: ItemEvent) -> None:
+        with self._results_lock:
+            self.items.append(event)
+        if self.publisher is not None:
+            self.publisher.publish("items", event.payload())
+        log.info("item", id=event.id, label=event.label, confidence=event.confidence, decision=event.decision,
+                 reason=event.reject_reason, gate=event.gate, latency_ms=event.latency_ms)
+        if self._on_item_hook is not None:
+            self._on_item_hook(event)
+
     def _work(self) -> None:
+        assert self.processor is not None
         try:
             while True:
                 frame = self._slot.get(timeout_s=0.2)
@@ -345,7 +261,9 @@ class Pipeline:
                     self.metrics.first_frame = frame.t_capture
                 self.metrics.last_frame = frame.t_capture
                 try:
-                    self._process(frame)
+                    for event, request in self.processor.process(frame):
+                        self._report_item(event)
+                        self.scheduler.schedule(request)
                 except Exception as e:  # a bad frame must not stop the line
                     log.exception("frame_failed", frame=frame.index)
                     self.metrics.bad_frames += 1
@@ -356,78 +274,6 @@ class Pipeline:
                 self.metrics.processed.tick()
         finally:
             self._worker_done.set()
-
-    def _valid(self, image: np.ndarray) -> bool:
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            return False
-        x, y, w, h = self._region
-        if image.shape[0] < y + h or image.shape[1] < x + w:
-            if not self._region_alerted:
-                self._region_alerted = True
-                self.alert("region_outside_frame", f"belt region {self._region} does not fit frame {image.shape}")
-            return False
-        if self._expected_shape is None:
-            self._expected_shape = image.shape
-        return image.shape == self._expected_shape
-
-    def _process(self, frame: Frame) -> None:
-        if not self._valid(frame.image):
-            self.metrics.bad_frames += 1
-            return
-        x, y, w, h = self._region
-        region = frame.image[y : y + h, x : x + w]
-        if self.s.belt.rotate:
-            region = cv2.rotate(region, _ROTATIONS[self.s.belt.rotate])
-        detections = self.detector.detect(region)
-        ready = self.tracker.update(detections, frame.t_capture, frame.index, region)
-        if ready:
-            self._classify(ready)
-
-    def _classify(self, ready: list[ReadyItem]) -> None:
-        assert self.classifier is not None
-        decisions = self.classifier.decide([r.crop for r in ready])
-        t_decided = time.monotonic()
-        self.metrics.inference.add(self.classifier.last_inference_s)
-        s = self.s
-        for item, d in zip(ready, decisions):
-            gate = s.gates[d.gate]
-            position_mm = item.det.cx / s.belt.px_per_mm
-            due = firing_time(item.t_capture, position_mm, gate.distance_mm, s.belt.speed_mm_s, gate.lead_time_ms)
-            event = ItemEvent(
-                id=item.track_id,
-                run=self.run_id,
-                frame=item.frame_index,
-                t_capture=round(item.t_capture, 6),
-                captured_at=self.clock.unix(item.t_capture) or 0.0,
-                label=d.label,
-                confidence=d.confidence,
-                scores=d.scores,
-                unknown=d.unknown,
-                decision=d.action,
-                reject_reason=d.reason,
-                gate=d.gate,
-                position_mm=round(position_mm, 2),
-                due=round(due, 6),
-                latency_ms=round((t_decided - item.t_capture) * 1000, 3),
-                partial_view=item.partial,
-            )
-            m = self.metrics
-            m.items += 1
-            m.per_class[d.label] += 1
-            if d.action == "sort":
-                m.sorted += 1
-            else:
-                m.rejects[d.reason or "other"] += 1
-            m.decision.add(t_decided - item.t_capture)
-            with self._results_lock:
-                self.items.append(event)
-            if self.publisher is not None:
-                self.publisher.publish("items", event.payload())
-            log.info("item", id=event.id, label=d.label, confidence=d.confidence, decision=d.action,
-                     reason=d.reason, gate=d.gate, latency_ms=event.latency_ms)
-            if self._on_item_hook is not None:
-                self._on_item_hook(event)
-            self.scheduler.schedule(ActuationRequest(item.track_id, d.gate, gate.pulse_ms, due))
 
 
 def run_pipeline(
