@@ -28,11 +28,20 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 @dataclass(frozen=True)
 class Frame:
-    """One captured image; ``t_capture`` is time.monotonic() when it was read."""
+    """One captured image; ``t_capture`` is time.monotonic() when it was read.
+
+    ``t_belt`` is the time the belt-motion model uses: the capture time, except for a file
+    processed as fast as possible, where it is the frame's own video time (start + index / fps).
+    """
 
     index: int
     t_capture: float
     image: np.ndarray
+    t_belt: float = -1.0
+
+    def __post_init__(self) -> None:
+        if self.t_belt < 0:
+            object.__setattr__(self, "t_belt", self.t_capture)
 
 
 class FrameSlot:
@@ -220,7 +229,8 @@ class CaptureThread:
                 self._next_index = index
                 continue
             self._metrics.captured.tick()
-            if self._slot.put(Frame(index, t_capture, image), wait=wait_for_worker):
+            t_belt = t0 + (index - index_start) / fps if wait_for_worker else t_capture
+            if self._slot.put(Frame(index, t_capture, image, t_belt), wait=wait_for_worker):
                 self._metrics.dropped_frames += 1
             index += 1
             self._next_index = index

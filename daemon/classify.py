@@ -69,6 +69,10 @@ class ItemClassifier:
     def unmapped_classes(self) -> list[str]:
         return [c for c in self._clf.class_names if c not in self._class_to_gate]
 
+    def warm_up(self) -> None:
+        """One throw-away inference, so the first real item does not pay for lazy initialisation."""
+        self._clf.predict([np.full((64, 48, 3), 127, np.uint8)])
+
     def decide(self, crops: list[np.ndarray]) -> list[Decision]:
         if not crops:
             return []

@@ -91,6 +91,7 @@ class Pipeline:
         self.notifier.status("loading model")
         model = self._classifier_model if self._classifier_model is not None else load_model(s.classify)
         self.classifier = ItemClassifier(s.classify, model, s.class_to_gate, s.reject_gate)
+        self.classifier.warm_up()
         self.processor = FrameProcessor(s, self.classifier, self.metrics, self.run_id, self.clock, self.alert)
         unmapped = self.classifier.unmapped_classes()
         if unmapped:

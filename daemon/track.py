@@ -21,14 +21,15 @@ from daemon.settings import TrackSettings
 class Track:
     id: int
     det: Detection
-    t_last: float
+    t_last: float  # belt-motion time of the last view
+    t_capture: float  # capture time of the last view (for scheduling and latency)
     frame_index: int
     first_seen: float
     missed: int = 0
     classified: bool = False
     best_crop: np.ndarray | None = None
     best_area: float = 0.0
-    best_t: float = 0.0
+    best_t_capture: float = 0.0
     best_det: Detection | None = None
     best_frame: int = 0
 
@@ -65,9 +66,19 @@ class BeltTracker:
         return region[max(0, d.y - p) : min(h, d.y + d.h + p), max(0, d.x - p) : min(w, d.x + d.w + p)]
 
     def update(
-        self, detections: list[Detection], t: float, frame_index: int, region: np.ndarray
+        self,
+        detections: list[Detection],
+        t: float,
+        frame_index: int,
+        region: np.ndarray,
+        t_capture: float | None = None,
     ) -> list[ReadyItem]:
-        """Match ``detections`` (from ``region`` captured at ``t``) to tracks; return items to classify."""
+        """Match ``detections`` (from ``region`` at belt time ``t``) to tracks; return items to classify.
+
+        ``t`` drives the motion model; ``t_capture`` (default: ``t``) is what the ready items carry. They
+        differ when a file is processed as fast as possible: the belt time is then the frame's video time.
+        """
+        t_cap = t if t_capture is None else t_capture
         pairs = []
         for ti, tr in enumerate(self.tracks):
             px = tr.det.cx + self.speed_px_s * (t - tr.t_last)
@@ -85,11 +96,11 @@ class BeltTracker:
             used_t.add(ti)
             used_d.add(di)
             tr = self.tracks[ti]
-            tr.det, tr.t_last, tr.frame_index, tr.missed = detections[di], t, frame_index, 0
+            tr.det, tr.t_last, tr.t_capture, tr.frame_index, tr.missed = detections[di], t, t_cap, frame_index, 0
             self._observe(tr, region, ready)
         for di, d in enumerate(detections):
             if di not in used_d:
-                tr = Track(next(self._ids), d, t, frame_index, first_seen=t)
+                tr = Track(next(self._ids), d, t, t_cap, frame_index, first_seen=t_cap)
                 self.tracks.append(tr)
                 self._observe(tr, region, ready)
         survivors = []
@@ -100,7 +111,9 @@ class BeltTracker:
             if gone and not tr.classified and tr.best_crop is not None and tr.best_det is not None:
                 tr.classified = True
                 ready.append(
-                    ReadyItem(tr.id, tr.best_crop, tr.best_det, tr.best_t, tr.best_frame, tr.first_seen, partial=True)
+                    ReadyItem(
+                        tr.id, tr.best_crop, tr.best_det, tr.best_t_capture, tr.best_frame, tr.first_seen, partial=True
+                    )
                 )
             if not gone:
                 survivors.append(tr)
@@ -114,8 +127,8 @@ class BeltTracker:
         if self._inside(d):
             tr.classified = True
             tr.best_crop = None
-            ready.append(ReadyItem(tr.id, self._crop(region, d), d, tr.t_last, tr.frame_index, tr.first_seen))
+            ready.append(ReadyItem(tr.id, self._crop(region, d), d, tr.t_capture, tr.frame_index, tr.first_seen))
             return
         if d.area > tr.best_area:
-            tr.best_area, tr.best_t, tr.best_det, tr.best_frame = d.area, tr.t_last, d, tr.frame_index
+            tr.best_area, tr.best_t_capture, tr.best_det, tr.best_frame = d.area, tr.t_capture, d, tr.frame_index
             tr.best_crop = self._crop(region, d).copy()  # kept in case it never fits fully

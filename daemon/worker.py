@@ -66,7 +66,7 @@ class FrameProcessor:
         if self.s.belt.rotate:
             region = cv2.rotate(region, _ROTATIONS[self.s.belt.rotate])
         detections = self.detector.detect(region)
-        ready = self.tracker.update(detections, frame.t_capture, frame.index, region)
+        ready = self.tracker.update(detections, frame.t_belt, frame.index, region, t_capture=frame.t_capture)
         return self._decide(ready) if ready else []
 
     def _valid(self, image: np.ndarray) -> bool:

@@ -72,6 +72,9 @@ def test_as_fast_as_possible_never_drops(tmp_path: Path) -> None:
     assert [f.index for f in frames] == list(range(40))
     assert m.dropped_frames == 0 and m.captured.total == 40
     assert all(b.t_capture > a.t_capture for a, b in zip(frames, frames[1:]))
+    # The belt-motion clock follows the video, not the (waiting) reader: exactly 1/fps per frame.
+    steps = np.diff([f.t_belt for f in frames])
+    assert np.allclose(steps, 1 / 30.0, atol=1e-6)
 
 
 def test_realtime_paces_at_file_fps_and_drops_for_a_slow_worker(tmp_path: Path) -> None:
