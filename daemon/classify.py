@@ -6,7 +6,7 @@ import inspect
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def load_model(settings: ClassifySettings) -> Classifier:
     from model import load_classifier  # heavy import (torch): only when a model is needed
 
     threads = inference_threads(settings.num_threads)
-    kwargs = {"backend": settings.backend}
+    kwargs: dict[str, Any] = {"backend": settings.backend}
     if "threads" in inspect.signature(load_classifier).parameters:
         kwargs["threads"] = threads
     clf = load_classifier(settings.model_path, **kwargs)

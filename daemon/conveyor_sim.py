@@ -124,7 +124,7 @@ def render_conveyor(
     duration = last.time_at(width + last.w / 2 + 2, speed_px_s) + 0.3
     n_frames = int(np.ceil(duration * fps))
     background = belt_background(width, height, seed)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
         raise OSError(f"cannot write video {path}")
     frame = np.empty_like(background)

@@ -36,6 +36,26 @@ class Detection:
         return self.y + self.h / 2.0
 
 
+@dataclass
+class _Buffers:
+    """Per-frame-size working images, reused every frame through OpenCV's ``dst=`` arguments."""
+
+    gray: np.ndarray
+    smooth: np.ndarray
+    background_u8: np.ndarray
+    diff: np.ndarray
+    mask: np.ndarray
+    mask_wide: np.ndarray
+    background: np.ndarray  # float32 running average of the empty belt
+
+    @classmethod
+    def for_shape(cls, h: int, w: int, background: np.ndarray) -> _Buffers:
+        def u8() -> np.ndarray:
+            return np.empty((h, w), np.uint8)
+
+        return cls(u8(), u8(), u8(), u8(), u8(), u8(), background.astype(np.float32))
+
+
 class BeltDetector:
     """Foreground blobs of one belt region; call detect() once per frame in capture order."""
 
@@ -43,14 +63,11 @@ class BeltDetector:
         self._s = settings
         k = settings.morph_px
         self._kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
-        self._blur = settings.blur_px | 1  # odd kernel size
-        self._background: np.ndarray | None = None  # float32, running average
-        self._shape: tuple[int, int] | None = None
-        self._gray = self._smooth = self._bg_u8 = self._diff = self._mask = self._mask_wide = None
+        self._blur = (settings.blur_px | 1, settings.blur_px | 1)  # odd kernel size
+        self._buf: _Buffers | None = None
+        self._empty_belt: np.ndarray | None = None
         if settings.background_image is not None:
-            self._background_image: np.ndarray | None = self._load_background(settings.background_image)
-        else:
-            self._background_image = None
+            self._empty_belt = self._load_background(settings.background_image)
 
     @staticmethod
     def _load_background(path: Path) -> np.ndarray:
@@ -59,50 +76,44 @@ class BeltDetector:
             raise FileNotFoundError(f"detect.background_image cannot be read: {path}")
         return img
 
-    def _allocate(self, h: int, w: int, first_gray: np.ndarray) -> None:
-        self._shape = (h, w)
-        self._gray = np.empty((h, w), np.uint8)
-        self._smooth = np.empty((h, w), np.uint8)
-        self._bg_u8 = np.empty((h, w), np.uint8)
-        self._diff = np.empty((h, w), np.uint8)
-        self._mask = np.empty((h, w), np.uint8)
-        self._mask_wide = np.empty((h, w), np.uint8)
-        if self._background_image is not None and self._background_image.shape == (h, w):
-            base = cv2.GaussianBlur(self._background_image, (self._blur, self._blur), 0)
+    def _start(self, region_bgr: np.ndarray) -> _Buffers:
+        """Buffers for a new frame size; the background is the empty-belt photo, else this frame."""
+        h, w = region_bgr.shape[:2]
+        if self._empty_belt is not None and self._empty_belt.shape == (h, w):
+            base = self._empty_belt
         else:
-            base = first_gray
-        self._background = base.astype(np.float32)
+            base = cv2.cvtColor(region_bgr, cv2.COLOR_BGR2GRAY)
+        return _Buffers.for_shape(h, w, cv2.GaussianBlur(base, self._blur, 0))
 
     def detect(self, region_bgr: np.ndarray) -> list[Detection]:
-        h, w = region_bgr.shape[:2]
-        cv2.cvtColor(region_bgr, cv2.COLOR_BGR2GRAY, dst=self._gray if self._shape == (h, w) else None)
-        if self._shape != (h, w):
-            gray = cv2.cvtColor(region_bgr, cv2.COLOR_BGR2GRAY)
-            smooth = cv2.GaussianBlur(gray, (self._blur, self._blur), 0)
-            self._allocate(h, w, smooth)
-            np.copyto(self._gray, gray)
-        assert self._background is not None
-        cv2.GaussianBlur(self._gray, (self._blur, self._blur), 0, dst=self._smooth)
-        cv2.convertScaleAbs(self._background, dst=self._bg_u8)
-        cv2.absdiff(self._smooth, self._bg_u8, dst=self._diff)
-        cv2.threshold(self._diff, self._s.diff_threshold, 255, cv2.THRESH_BINARY, dst=self._mask)
-        cv2.morphologyEx(self._mask, cv2.MORPH_OPEN, self._kernel, dst=self._mask)
-        cv2.morphologyEx(self._mask, cv2.MORPH_CLOSE, self._kernel, dst=self._mask, iterations=2)
-        contours, _ = cv2.findContours(self._mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        b = self._buf
+        if b is None or b.gray.shape != region_bgr.shape[:2]:
+            b = self._buf = self._start(region_bgr)
+        cv2.cvtColor(region_bgr, cv2.COLOR_BGR2GRAY, dst=b.gray)
+        cv2.GaussianBlur(b.gray, self._blur, 0, dst=b.smooth)
+        cv2.convertScaleAbs(b.background, dst=b.background_u8)
+        cv2.absdiff(b.smooth, b.background_u8, dst=b.diff)
+        cv2.threshold(b.diff, self._s.diff_threshold, 255, cv2.THRESH_BINARY, dst=b.mask)
+        cv2.morphologyEx(b.mask, cv2.MORPH_OPEN, self._kernel, dst=b.mask)
+        cv2.morphologyEx(b.mask, cv2.MORPH_CLOSE, self._kernel, dst=b.mask, iterations=2)
+        contours, _ = cv2.findContours(b.mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         detections = []
         for c in contours:
             area = cv2.contourArea(c)
             if area < self._s.min_area_px:
                 continue
-            x, y, bw, bh = cv2.boundingRect(c)
-            detections.append(Detection(int(x), int(y), int(bw), int(bh), float(area)))
+            x, y, w, h = cv2.boundingRect(c)
+            detections.append(Detection(int(x), int(y), int(w), int(h), float(area)))
+        self._learn(b)
+        return detections
+
+    def _learn(self, b: _Buffers) -> None:
         if self._s.background_alpha > 0:
-            # Learn lighting drift only where there is no item (grown mask keeps item halos out).
-            cv2.dilate(self._mask, self._kernel, dst=self._mask_wide, iterations=2)
-            cv2.bitwise_not(self._mask_wide, dst=self._mask_wide)
-            cv2.accumulateWeighted(self._smooth, self._background, self._s.background_alpha, mask=self._mask_wide)
+            # Follow lighting drift where there is no item (a grown mask keeps item halos out).
+            cv2.dilate(b.mask, self._kernel, dst=b.mask_wide, iterations=2)
+            cv2.bitwise_not(b.mask_wide, dst=b.mask_wide)
+            cv2.accumulateWeighted(b.smooth, b.background, self._s.background_alpha, mask=b.mask_wide)
         if self._s.background_alpha_item > 0:
             # Everywhere, very slowly: an item lying in the first frame (a "ghost" once it leaves) or an
             # object stuck on the belt fades into the background instead of being detected forever.
-            cv2.accumulateWeighted(self._smooth, self._background, self._s.background_alpha_item)
-        return detections
+            cv2.accumulateWeighted(b.smooth, b.background, self._s.background_alpha_item)

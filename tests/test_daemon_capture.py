@@ -16,7 +16,7 @@ from daemon.settings import CameraSettings
 
 
 def write_video(path: Path, n: int, fps: float = 30.0, size: tuple[int, int] = (160, 120)) -> Path:
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, size)
     for k in range(n):
         img = np.full((size[1], size[0], 3), 60, np.uint8)
         cv2.putText(img, str(k), (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
