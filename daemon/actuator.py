@@ -130,6 +130,7 @@ class SerialActuator:
         self._thread.join(timeout=2)
         with self._lock:
             leftovers = self._drop_port_locked(error="shutdown")
+        self._connected_evt.clear()
         for r in leftovers:
             self._on_result(r)
 
@@ -295,6 +296,7 @@ class SerialActuator:
         self._down_reported = True
         log.warning("serial_lost", port=self._s.port, reason=reason)
         self._on_link(False, reason)
+        self._connected_evt.clear()  # after the callback: whoever sees "disconnected" also sees the report
 
     def _drop_port_locked(self, error: str = "serial_lost") -> list[ActuationResult]:
         """Close the port; return the outstanding commands as failed (caller holds the lock)."""
@@ -307,5 +309,4 @@ class SerialActuator:
             except (serial.SerialException, OSError):
                 pass
         self._port = None
-        self._connected_evt.clear()
         return failed
