@@ -12,12 +12,12 @@ from bench.report import render
 
 
 def test_latency_benchmark_reports_every_model(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = bench_main(["latency", "--model", str(tiny_checkpoint), "--backends", "torch,onnx", "--batches", "1", "--runs", "2", "--warmup", "1", "--json"])
+    rc = bench_main(["latency", "--model", str(tiny_checkpoint), "--backends", "torch,onnx", "--batches", "1", "--runs", "1", "--warmup", "0", "--json"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     names = [r["name"] for r in result["latency"]]
     assert names == ["student/torch", "student/onnx", "resnet50@224x224", "resnet50@24x32", "mobilenet_v3_small@24x32"]
-    assert all(r["median_ms"] > 0 and r["p95_ms"] >= r["median_ms"] and r["peak_rss_mb"] > 0 for r in result["latency"])
+    assert all(r["median_ms"] > 0 and r["p95_ms"] >= r["median_ms"] - 1e-9 and r["peak_rss_mb"] > 0 for r in result["latency"])
     md = render(result, "wastesort bench latency")
     assert "ResNet-50 @224×224" in md and "MobileNetV3-small" in md
 

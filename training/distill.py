@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             sched.step()
             state.step += 1
             seen += len(y)
-            loss_sum += float(loss) * len(y)
+            loss_sum += float(loss.detach()) * len(y)
             correct += int((((cls_logits + dist_logits) / 2).argmax(1) == y).sum())
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         student.eval()

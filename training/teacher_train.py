@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             state.step += 1
             correct += int((out.argmax(1) == y).sum())
             seen += len(y)
-            loss_sum += float(loss) * len(y)
+            loss_sum += float(loss.detach()) * len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         model.eval()
         logits, ys = predict_logits(model, val_dl, device)
