@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -64,6 +65,10 @@ class SimController:
         self._thread = threading.Thread(target=self.serve_forever, name="sim-controller", daemon=True)
         self._thread.start()
         return self
+
+    def request_stop(self) -> None:
+        """Make serve_forever() return (safe from a signal handler)."""
+        self._stop.set()
 
     def stop(self) -> None:
         """Stop serving and close the pty: the daemon sees the port vanish, as on a USB unplug."""
@@ -149,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"event": "fire", **asdict(r)}), flush=True)
 
     sim = SimController(args.link, n_gates=args.gates, version=args.version, on_fire=print_fire)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sim.request_stop())  # clean exit removes the link
     print(json.dumps({"event": "ready", "link": str(sim.link), "pty": os.ttyname(sim._slave)}), flush=True)
     try:
         sim.serve_forever()

@@ -256,3 +256,19 @@ def test_every_class_reaches_its_own_gate_on_time(tmp_path: Path, sim: SimContro
         fired = min(fires, key=lambda f: abs(f.t_monotonic - expected))
         assert fired.gate == item.gate
         assert abs(fired.t_monotonic - expected) <= TIMING_TOLERANCE_S
+
+
+def test_item_decided_after_its_deadline_is_reported_never_fired(
+    tmp_path: Path, broker: Broker, collector: Collector, sim: SimController, tiny_classifier: Any
+) -> None:
+    # Gates just behind the camera and a 2 s actuator lead time: every firing time is already past
+    # when the item is decided.
+    gates = {str(g): {"distance_mm": 650 + 10 * g, "lead_time_ms": 2000, "pulse_ms": 50} for g in (1, 2, 3, 4)}
+    n = 3
+    video = belt_video(tmp_path / "belt.avi", n)
+    settings = make_settings(video, sim.link, broker=broker, camera={"realtime": False}, gates=gates)
+    summary = run_pipeline(settings, classifier=tiny_classifier)
+    assert summary.items == n and summary.actuation_errors == {"deadline_missed": n}
+    assert sim.fires == []  # nothing fired late
+    assert wait_for(lambda: len(collector.on("actuations")) == n, 5)
+    assert all(a["error"] == "deadline_missed" and a["sent_at"] is None for a in collector.on("actuations"))
