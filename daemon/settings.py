@@ -34,9 +34,14 @@ class BeltSettings(_Section):
     """Geometry and motion of the belt, from calibration."""
 
     region: tuple[int, int, int, int] = (0, 0, 640, 240)  # x, y, width, height in pixels
-    rotate: Literal[0, 90, 180, 270] = 0  # rotate the crop so that items move left to right
+    rotate: Literal[0, 90, 180, 270] = 0  # degrees clockwise applied to the crop so items move left to right
     speed_mm_s: float = Field(300.0, gt=0)
     px_per_mm: float = Field(1.0, gt=0)
+
+    @property
+    def length_px(self) -> int:
+        """Extent of the region along the belt (after rotation), in pixels."""
+        return self.region[2] if self.rotate in (0, 180) else self.region[3]
 
     @field_validator("region")
     @classmethod
@@ -185,12 +190,12 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"class_to_gate.{cls_name} = {gate} is not defined in [gates] (defined: {sorted(known)})"
                 )
-        region_mm = self.belt.region[2] / self.belt.px_per_mm
+        region_mm = self.belt.length_px / self.belt.px_per_mm
         for gate, g in self.gates.items():
             if g.distance_mm <= region_mm:
                 raise ValueError(
                     f"gates.{gate}.distance_mm = {g.distance_mm} must be beyond the belt region "
-                    f"({region_mm:.0f} mm = region width / px_per_mm)"
+                    f"({region_mm:.0f} mm = region length along the belt / px_per_mm)"
                 )
         if self.mqtt.password_file is not None and self.mqtt.username is None:
             raise ValueError("mqtt.password_file is set but mqtt.username is not")

@@ -45,13 +45,11 @@ class FrameProcessor:
         self._region = settings.belt.region
         self._expected_shape: tuple[int, ...] | None = None
         self._region_alerted = False
-        x, y, w, h = settings.belt.region
-        belt_len_px = w if settings.belt.rotate in (0, 180) else h
         self.detector = BeltDetector(settings.detect)
         self.tracker = BeltTracker(
             settings.track,
             speed_px_s=settings.belt.speed_mm_s * settings.belt.px_per_mm,
-            region_width=belt_len_px,
+            region_width=settings.belt.length_px,
             edge_margin_px=settings.detect.edge_margin_px,
             crop_padding_px=settings.classify.crop_padding_px,
         )
