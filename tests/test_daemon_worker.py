@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from daemon_fixtures import make_settings
 
 from daemon.capture import Frame
 from daemon.classify import ItemClassifier
@@ -14,7 +15,6 @@ from daemon.events import WallClock
 from daemon.metrics import PipelineMetrics
 from daemon.schedule import firing_time
 from daemon.worker import FrameProcessor
-from daemon_fixtures import make_settings
 from model import Prediction
 
 SPEED = 400.0  # px/s = mm/s at 1 px/mm
