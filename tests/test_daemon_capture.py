@@ -133,3 +133,20 @@ def test_corrupt_and_odd_sized_frames_are_skipped_and_counted(tmp_path: Path, ti
     assert summary.bad_frames == 3
     assert summary.frames_processed == 8  # 6 good + 2 odd-sized (decoded, then rejected by the worker)
     assert any(a["kind"] == "region_outside_frame" for a in p.alerts)
+
+
+def test_damaged_video_file_is_processed_to_the_end_without_crashing(tmp_path: Path, tiny_classifier) -> None:
+    from daemon_fixtures import belt_video
+
+    video = belt_video(tmp_path / "belt.avi", 4)
+    data = bytearray(video.path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 30000] = bytes(30000)  # a burst of zeros in the middle of the stream
+    video.path.write_bytes(bytes(data))
+    settings = make_settings(video, serial_port=None, camera={"realtime": False})
+    p = Pipeline(settings, classifier=tiny_classifier).start()
+    assert p.wait_source_done(30)
+    summary = p.stop()
+    assert 0 < summary.frames_processed <= video.n_frames
+    assert summary.items >= 2  # the undamaged parts still sort their items
+    assert not [a for a in p.alerts if a["kind"] == "frame_failed"]
