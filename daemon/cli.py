@@ -102,10 +102,15 @@ def cmd_run(path: Path) -> int:
     pipeline = Pipeline(settings, notifier=notifier)
     try:
         pipeline.start()
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:  # missing/invalid model or background image: say so plainly
         log.error("startup_failed", error=str(e))
         print(f"error: {e}", file=sys.stderr)
         notifier.notify(f"STATUS=failed: {e}")
+        return 1
+    except Exception as e:  # anything else (e.g. a corrupt checkpoint): keep the traceback in the log
+        log.exception("startup_failed")
+        print(f"error: start-up failed: {type(e).__name__}: {e}", file=sys.stderr)
+        notifier.notify(f"STATUS=failed: {type(e).__name__}")
         return 1
     ready = False
     while not stop.is_set() and not pipeline.wait_source_done(0.2):

@@ -218,3 +218,14 @@ def test_sim_controller_command_serves_a_pty(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_run_with_a_corrupt_model_exits_1_with_a_message(tmp_path: Path) -> None:
+    bad_model = tmp_path / "model.pt"
+    bad_model.write_bytes(b"this is not a checkpoint")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[classify]\nmodel_path = "{bad_model}"\n[mqtt]\nenabled = false\n[log]\nformat = "json"\n')
+    r = run_cli("run", "--config", str(cfg), timeout=120)
+    assert r.returncode == 1
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and str(bad_model) in errors[0]
