@@ -25,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 HANDSHAKE_TIMEOUT_S = 1.0
 READ_TIMEOUT_S = 0.005
+WRITE_TIMEOUT_S = 0.1  # a write blocked this long means a dead link: never stall the scheduler longer
 
 
 @dataclass
@@ -171,7 +172,9 @@ class SerialActuator:
 
     def _connect(self) -> None:
         try:
-            port = serial.Serial(self._s.port, self._s.baud, timeout=READ_TIMEOUT_S, write_timeout=1.0)
+            port = serial.Serial(
+                self._s.port, self._s.baud, timeout=READ_TIMEOUT_S, write_timeout=WRITE_TIMEOUT_S, exclusive=True
+            )
         except (serial.SerialException, OSError, ValueError) as e:
             raise SerialLinkError(f"cannot open {self._s.port}: {e}") from None
         try:

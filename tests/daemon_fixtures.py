@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import shutil
 import signal
 import socket
@@ -261,4 +260,3 @@ def expected_fire_time(video: SimVideo, item_frame: int, t_capture: float, item_
     return t_capture + (t_video_gate - item_frame / video.fps) - LEAD_MS / 1000.0
 
 
-os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -188,3 +188,18 @@ def test_kernel_tty_name_gets_a_by_id_hint(tmp_path: Path) -> None:
         assert stable_name_for(str(by_id / "usb-wastesort_gate-if00-port0"), by_id) is None  # already stable
     finally:
         sim.stop()
+
+
+def test_a_second_daemon_cannot_share_the_port(sim: SimController) -> None:
+    first, second = Sink(), Sink()
+    a = make(sim.link, first)
+    try:
+        assert a.wait_connected(3)
+        b = make(sim.link, second)
+        try:
+            assert wait_for(lambda: any(not up and "lock" in d.lower() for up, d in second.links), 3)
+            assert not b.connected and a.connected
+        finally:
+            b.close()
+    finally:
+        a.close()
