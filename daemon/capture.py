@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ from daemon.settings import CameraSettings
 
 log = structlog.get_logger(__name__)
 
+HEALTHY_SESSION_FRAMES = 30  # a live source that delivered this many frames before failing resets the back-off
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -92,6 +94,14 @@ def classify_source(source: str) -> str:
     return "folder" if Path(source).is_dir() else "file"
 
 
+class FrameReader(Protocol):
+    """What the capture loop needs from a source: cv2.VideoCapture or an image folder."""
+
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+
+    def release(self) -> None: ...
+
+
 class _ImageFolder:
     """A VideoCapture look-alike over a sorted folder of images."""
 
@@ -150,11 +160,10 @@ class CaptureThread:
     def join(self, timeout_s: float | None = None) -> None:
         self._thread.join(timeout_s)
 
-    def _open(self) -> tuple[object, float]:
+    def _open(self) -> tuple[FrameReader, float]:
         src = self._s.source
         if self._kind == "folder":
-            cap: object = _ImageFolder(Path(src), self._s.folder_fps)
-            return cap, self._s.folder_fps
+            return _ImageFolder(Path(src), self._s.folder_fps), self._s.folder_fps
         if self._kind == "file" and not Path(src).is_file():
             raise OSError(f"video file not found: {src}")
         vc = cv2.VideoCapture(int(src) if src.isdigit() else src)
@@ -177,14 +186,17 @@ class CaptureThread:
             self._slot.close()
 
     def _capture_loop(self) -> None:
+        """Open, read, and on failure reopen with exponential back-off, alerting once per loss and recovery."""
         delay = self._s.reconnect_delay_s
-        failures = 0
+        failures = 0  # consecutive failed opens
+        lost = False  # an alert went out and no recovery was reported yet
         index = 0
         while not self._stop.is_set():
             try:
                 cap, fps = self._open()
             except OSError as e:
                 failures += 1
+                lost = True
                 self._metrics.camera_failures += 1
                 self._on_alert("camera_lost", f"{e}; retrying in {delay:.1f} s")
                 if self._s.max_failures and failures >= self._s.max_failures:
@@ -193,45 +205,46 @@ class CaptureThread:
                 self._stop.wait(delay)
                 delay = min(delay * 2, self._s.reconnect_max_delay_s)
                 continue
-            if failures:
-                self._on_alert("camera_restored", f"source {self._s.source!r} open again")
-            failures, delay = 0, self._s.reconnect_delay_s
+            if lost:
+                self._on_alert("camera_restored", f"source {self._s.source!r} delivers again")
+                lost = False
+            failures = 0
             self.opened.set()
             log.info("camera_opened", source=self._s.source, kind=self._kind, fps=fps)
-            ended_normally = self._read_frames(cap, fps, index_start=index)
-            index = self._next_index
-            cap.release()  # type: ignore[attr-defined]
+            ended_normally, next_index = self._read_frames(cap, fps, index_start=index)
+            cap.release()
             if ended_normally:
                 return
+            if next_index - index >= HEALTHY_SESSION_FRAMES:
+                delay = self._s.reconnect_delay_s  # it worked for a while: start the back-off afresh
+            index = next_index
+            lost = True
             self._metrics.camera_failures += 1
             self._on_alert("camera_lost", f"source {self._s.source!r} stopped delivering frames; reopening")
+            self._stop.wait(delay)
+            delay = min(delay * 2, self._s.reconnect_max_delay_s)
 
-    def _read_frames(self, cap: object, fps: float, index_start: int) -> bool:
-        """Read until stop (True), end of a file (True) or a live source failing (False)."""
+    def _read_frames(self, cap: FrameReader, fps: float, index_start: int) -> tuple[bool, int]:
+        """Read until stop or the end of a file (True) or a live source failing (False); also the next index."""
         pace = self._s.realtime and not self.is_live
         wait_for_worker = not self._s.realtime and not self.is_live
         t0 = time.monotonic()
         index = index_start
-        self._next_index = index
         while not self._stop.is_set():
             if pace:
-                target = t0 + (index - index_start) / fps
-                delay = target - time.monotonic()
+                delay = t0 + (index - index_start) / fps - time.monotonic()
                 if delay > 0:
                     self._stop.wait(delay)
-            ok, image = cap.read()  # type: ignore[attr-defined]
+            ok, image = cap.read()
             t_capture = time.monotonic()
             if not ok:
-                return not self.is_live
+                return not self.is_live, index
+            index += 1
             if image is None or image.size == 0:
                 self._metrics.undecodable_frames += 1
-                index += 1
-                self._next_index = index
                 continue
             self._metrics.captured.tick()
-            t_belt = t0 + (index - index_start) / fps if wait_for_worker else t_capture
-            if self._slot.put(Frame(index, t_capture, image, t_belt), wait=wait_for_worker):
+            t_belt = t0 + (index - 1 - index_start) / fps if wait_for_worker else t_capture
+            if self._slot.put(Frame(index - 1, t_capture, image, t_belt), wait=wait_for_worker):
                 self._metrics.dropped_frames += 1
-            index += 1
-            self._next_index = index
-        return True
+        return True, index

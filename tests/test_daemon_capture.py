@@ -150,3 +150,51 @@ def test_damaged_video_file_is_processed_to_the_end_without_crashing(tmp_path: P
     assert 0 < summary.frames_processed <= video.n_frames
     assert summary.items >= 2  # the undamaged parts still sort their items
     assert not [a for a in p.alerts if a["kind"] == "frame_failed"]
+
+
+class FlakyCamera:
+    """A live camera stand-in: delivers ``n`` frames, then fails like an unplugged USB camera."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.n == 0:
+            return False, None
+        self.n -= 1
+        time.sleep(0.01)
+        return True, np.zeros((120, 160, 3), np.uint8)
+
+    def release(self) -> None:
+        pass
+
+
+def test_live_camera_that_drops_out_is_reopened_with_alerts(monkeypatch) -> None:
+    slot, m, alerts = FrameSlot(), PipelineMetrics(), Alerts()
+    s = CameraSettings(source="/dev/video77", reconnect_delay_s=0.05, reconnect_max_delay_s=0.1)
+    cap = CaptureThread(s, slot, m, alerts)
+    assert cap.is_live
+    opens = iter([FlakyCamera(3), OSError("cannot open camera source '/dev/video77'"), FlakyCamera(1000)])
+
+    def fake_open() -> tuple[FlakyCamera, float]:
+        nxt = next(opens)
+        if isinstance(nxt, Exception):
+            raise nxt
+        return nxt, 30.0
+
+    monkeypatch.setattr(cap, "_open", fake_open)
+    cap.start()
+    got: list[Frame] = []
+    end = time.monotonic() + 5
+    while len(got) < 8 and time.monotonic() < end:
+        f = slot.get(0.05)
+        if f is not None:
+            got.append(f)
+    cap.stop()
+    assert len(got) >= 8
+    kinds = [k for k, _ in alerts.items]
+    assert kinds == ["camera_lost", "camera_lost", "camera_restored"]
+    assert "stopped delivering" in alerts.items[0][1]
+    assert m.camera_failures == 2
+    indices = [f.index for f in got]
+    assert indices == sorted(indices) and len(set(indices)) == len(indices)  # numbering continues
