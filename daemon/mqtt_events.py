@@ -35,7 +35,6 @@ class EventPublisher:
         self._connected = threading.Event()
         self._closing = False
         self._down_reported = False  # one "broker down" report per outage, also when it was never up
-        self._ever_connected = False
         self._sent: set[int] = set()  # mids of QoS>0 messages handed to paho...
         self._acked: set[int] = set()  # ...and those the broker acknowledged (on_publish)
         self._lock = threading.Lock()
@@ -122,7 +121,6 @@ class EventPublisher:
                 self._on_link(False, f"broker refused connection: {reason_code}")
             return
         self._connected.set()
-        self._ever_connected = True
         self._down_reported = False
         client.publish(self.topic("available"), "online", qos=1, retain=True)
         log.info("mqtt_connected", host=self._s.host, port=self._s.port, queued=self.pending())
@@ -148,5 +146,6 @@ class EventPublisher:
             self._on_link(False, msg)
 
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, props: Any) -> None:
-        with self._lock:
-            self._acked.add(mid)
+        if self._s.qos > 0:  # QoS 0 is not tracked (nothing to wait for)
+            with self._lock:
+                self._acked.add(mid)

@@ -124,6 +124,13 @@ class MqttSettings(_Section):
             raise ValueError("must be non-empty without '/', '+', '#' or surrounding spaces")
         return v
 
+    @field_validator("password_file", "ca_file", "cert_file", "key_file")
+    @classmethod
+    def _file_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"file not found: {v}")
+        return v
+
     def read_password(self) -> str | None:
         """The broker password, read from ``password_file`` (never stored in the config itself)."""
         if self.password_file is None:

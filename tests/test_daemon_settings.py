@@ -107,3 +107,12 @@ def test_run_with_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "classify.confidence_threshold" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_secret_files_are_caught_by_check_config(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(f"[mqtt]\nusername = 'u'\npassword_file = '{tmp_path}/nope'\ntls = true\nca_file = '/nonexistent/ca.crt'\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    assert "mqtt.password_file: Value error, file not found" in str(e.value)
+    assert "mqtt.ca_file" in str(e.value)
