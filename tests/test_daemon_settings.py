@@ -111,7 +111,9 @@ def test_run_with_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
 
 def test_missing_secret_files_are_caught_by_check_config(tmp_path: Path) -> None:
     p = tmp_path / "c.toml"
-    p.write_text(f"[mqtt]\nusername = 'u'\npassword_file = '{tmp_path}/nope'\ntls = true\nca_file = '/nonexistent/ca.crt'\n")
+    p.write_text(
+        f"[mqtt]\nusername = 'u'\npassword_file = '{tmp_path}/nope'\ntls = true\nca_file = '/nonexistent/ca.crt'\n"
+    )
     with pytest.raises(ConfigError) as e:
         load_settings(p)
     assert "mqtt.password_file: Value error, file not found" in str(e.value)
