@@ -123,9 +123,10 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any]:
         print(json.dumps(result), file=out, flush=True)
     else:
         acc = "n/a" if result["accuracy"] is None else f"{result['accuracy']:.0%}"
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.rejects_by_reason.items()))
         print(
-            f"\n{summary.items}/{opts.items} items: {summary.sorted} sorted, {summary.rejected} rejected "
-            f"{summary.rejects_by_reason or ''}; accuracy {acc} ({correct}/{len(known)})\n"
+            f"\n{summary.items}/{opts.items} items: {summary.sorted} sorted, {summary.rejected} rejected"
+            f"{f' ({reasons})' if reasons else ''}; accuracy {acc} ({correct}/{len(known)})\n"
             f"actuations acknowledged {summary.actuations_ok}, errors {summary.actuation_errors or 'none'}\n"
             f"{summary.processing_fps:.1f} fps processed, {summary.dropped_frames} frames dropped; "
             f"capture->decision latency p50 {summary.latency_p50_ms} ms, p99 {summary.latency_p99_ms} ms; "
