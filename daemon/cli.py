@@ -113,13 +113,19 @@ def cmd_run(path: Path) -> int:
         notifier.notify(f"STATUS=failed: {type(e).__name__}")
         return 1
     ready = False
+    waiting_for = ""
     while not stop.is_set() and not pipeline.wait_source_done(0.2):
-        if not ready and pipeline.wait_ready(0.0):
+        if ready:
+            continue
+        if pipeline.wait_ready(0.0):
             ready = True
             notifier.ready(pipeline.status_line())
             log.info("ready", status=pipeline.status_line())
-        elif not ready:
-            notifier.status("waiting for " + ("camera" if not pipeline.capture_opened() else "serial controller"))
+            continue
+        now_waiting = "camera" if not pipeline.capture_opened() else "serial controller"
+        if now_waiting != waiting_for:  # one STATUS per change, not one per loop
+            waiting_for = now_waiting
+            notifier.status(f"waiting for {waiting_for}")
     summary = pipeline.stop()
     notifier.close()
     capture_failed = pipeline.capture is not None and pipeline.capture.failed is not None
