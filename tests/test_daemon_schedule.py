@@ -42,8 +42,9 @@ def test_requests_fire_in_due_order_close_to_their_due_time() -> None:
     sched.stop(drain_timeout_s=0)
     assert [r.item_id for r, _ in rec.fired] == [1, 3, 2, 4, 0]
     errors_ms = [(t - r.due) * 1000 for r, t in rec.fired]
-    # Never early; late by at most 10 ms even on a loaded 2-core machine.
-    assert all(-0.5 <= e <= 10 for e in errors_ms), errors_ms
+    # Never early; typically well under 5 ms late, and never more than 30 ms even on a loaded 2-core machine.
+    assert all(-0.5 <= e <= 30 for e in errors_ms), errors_ms
+    assert sorted(errors_ms)[len(errors_ms) // 2] <= 5, errors_ms
     assert rec.missed == []
 
 
