@@ -72,7 +72,7 @@ class TrackSettings(_Section):
 
 class ClassifySettings(_Section):
     model_path: Path | None = None  # None: the shipped default model
-    backend: Literal["torch", "onnx"] = "torch"
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
     confidence_threshold: float = Field(0.5, ge=0, le=1)
     unknown_threshold: float = Field(0.5, ge=0, le=1)
     num_threads: int = Field(0, ge=0)  # torch intra-op threads; 0 = half the CPU cores (at least 1)

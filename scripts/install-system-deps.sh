@@ -9,6 +9,7 @@ command -v socat >/dev/null || need+=(socat)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v make >/dev/null || need+=(make)
 command -v g++ >/dev/null || need+=(g++)
+command -v openssl >/dev/null || need+=(openssl)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
