@@ -23,7 +23,7 @@ from daemon.settings import SerialSettings
 
 log = structlog.get_logger(__name__)
 
-HANDSHAKE_TIMEOUT_S = 1.0
+HELLO_RESEND_S = 0.5  # handshake: HELLO is repeated this often until the banner comes
 READ_TIMEOUT_S = 0.005
 WRITE_TIMEOUT_S = 0.1  # a write blocked this long means a dead link: never stall the scheduler longer
 
@@ -179,8 +179,7 @@ class SerialActuator:
             raise SerialLinkError(f"cannot open {self._s.port}: {e}") from None
         try:
             port.reset_input_buffer()
-            port.write(sp.encode(sp.Hello()))
-            banner = self._read_banner(port)
+            banner = self._read_banner(port, self._s.handshake_timeout_s)
         except (serial.SerialException, OSError) as e:
             port.close()
             raise SerialLinkError(f"handshake failed: {e}") from None
@@ -205,10 +204,16 @@ class SerialActuator:
         self._connected_evt.set()
 
     @staticmethod
-    def _read_banner(port: serial.Serial) -> sp.Banner | None:
-        end = time.monotonic() + HANDSHAKE_TIMEOUT_S
+    def _read_banner(port: serial.Serial, timeout_s: float) -> sp.Banner | None:
+        """Send HELLO, repeated every HELLO_RESEND_S: boards that reset when the port opens
+        (Arduino Uno/Nano/Mega, about 1.5 s of boot loader) miss the first one."""
+        end = time.monotonic() + timeout_s
         buf = b""
+        next_hello = 0.0
         while time.monotonic() < end:
+            if time.monotonic() >= next_hello:
+                port.write(sp.encode(sp.Hello()))
+                next_hello = time.monotonic() + HELLO_RESEND_S
             buf += port.read(max(1, port.in_waiting))
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)

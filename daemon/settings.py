@@ -96,6 +96,7 @@ class SerialSettings(_Section):
     reconnect_delay_s: float = Field(0.5, gt=0)
     reconnect_max_delay_s: float = Field(5.0, gt=0)
     protocol_version: int = Field(1, ge=1)
+    handshake_timeout_s: float = Field(3.0, gt=0)  # covers Arduino boards' reset-on-open boot time
 
 
 class MqttSettings(_Section):

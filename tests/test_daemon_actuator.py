@@ -203,3 +203,17 @@ def test_a_second_daemon_cannot_share_the_port(sim: SimController) -> None:
             b.close()
     finally:
         a.close()
+
+
+def test_a_board_that_misses_the_first_hellos_while_booting_still_connects(sim: SimController) -> None:
+    sim.drop_requests = 2  # an Arduino resetting on port open: the first HELLOs are lost
+    sink = Sink()
+    act = make(sim.link, sink, handshake_timeout_s=3.0)
+    try:
+        t0 = time.monotonic()
+        assert act.wait_connected(5)
+        assert act.banner is not None
+        assert time.monotonic() - t0 < 2.5  # on the first attempt, by a resent HELLO, not a reconnect
+        assert not any(not up for up, _ in sink.links), "no failed attempt on the way"
+    finally:
+        act.close()
