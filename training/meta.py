@@ -121,37 +121,24 @@ def meta_step(
 
     Attention runs on SDPA's math kernel here: the fused CPU kernel has no double backward.
     """
-    with sdpa_kernel([SDPBackend.MATH]):
-        return _meta_step(model, episode, inner_lr, model_opt, affine_opt)
-
-
-def _meta_step(
-    model: DistilledViT,
-    episode: Episode,
-    inner_lr: float,
-    model_opt: torch.optim.Optimizer,
-    affine_opt: torch.optim.Optimizer,
-) -> dict[str, float]:
     model.train()
     wrapper = _Features(model)
     backbone = {n: p for n, p in wrapper.named_parameters() if "theta_" not in n}
     affine = {n: p for n, p in wrapper.named_parameters() if "theta_" in n}
+    with sdpa_kernel([SDPBackend.MATH]):
+        model.set_feature_affine(True)
+        cls_logits, dist_logits = model(episode.seen_x)
+        l_cls = (F.cross_entropy(cls_logits, episode.seen_y) + F.cross_entropy(dist_logits, episode.seen_y)) / 2
+        grads = torch.autograd.grad(l_cls, list(backbone.values()), create_graph=True, allow_unused=True)
+        stepped = {n: (p - inner_lr * g if g is not None else p) for (n, p), g in zip(backbone.items(), grads)}
 
-    model.set_feature_affine(True)
-    cls_logits, dist_logits = model(episode.seen_x)
-    l_cls = (F.cross_entropy(cls_logits, episode.seen_y) + F.cross_entropy(dist_logits, episode.seen_y)) / 2
-    grads = torch.autograd.grad(l_cls, list(backbone.values()), create_graph=True, allow_unused=True)
-    stepped = {
-        n: (p - inner_lr * g if g is not None else p) for (n, p), g in zip(backbone.items(), grads)
-    }
-
-    model.set_feature_affine(False)
-    params = {**stepped, **affine}
-    sup_f = functional_call(wrapper, params, (episode.support_x,))
-    qry_f = functional_call(wrapper, params, (episode.query_x,))
-    l_pu = prototype_loss(sup_f, episode.support_y, qry_f, episode.query_y, int(episode.support_y.max()) + 1)
-    affine_grads = torch.autograd.grad(l_pu, list(affine.values()))
-    model.set_feature_affine(True)
+        model.set_feature_affine(False)
+        params = {**stepped, **affine}
+        sup_f = functional_call(wrapper, params, (episode.support_x,))
+        qry_f = functional_call(wrapper, params, (episode.query_x,))
+        l_pu = prototype_loss(sup_f, episode.support_y, qry_f, episode.query_y, int(episode.support_y.max()) + 1)
+        affine_grads = torch.autograd.grad(l_pu, list(affine.values()))
+        model.set_feature_affine(True)
 
     affine_opt.zero_grad(set_to_none=True)
     for p, g in zip(affine.values(), affine_grads):
