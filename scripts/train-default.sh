@@ -7,7 +7,7 @@ RUN=${1:-runs/main}
 DEVICE=${DEVICE:-cpu}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-22}
 META_ITERS=${META_ITERS:-200}
-DISTILL_EPOCHS=${DISTILL_EPOCHS:-30}
+DISTILL_EPOCHS=${DISTILL_EPOCHS:-25}
 T=.venv/bin/wastesort-train
 $T teacher --run-dir "$RUN" --device "$DEVICE" --epochs "$TEACHER_EPOCHS" --resume
 $T meta    --run-dir "$RUN" --device "$DEVICE" --iterations "$META_ITERS" --resume
