@@ -46,9 +46,11 @@ class ConvFeedForward(nn.Module):
         b, n, _ = patches.shape
         rows, cols = self.grid
         h = self.act(self.up(patches))  # (B, N, d_ff)
-        h = h.transpose(1, 2).reshape(b, -1, rows, cols)  # (B, d_ff, rows, cols)
+        # (B, d_ff, rows, cols) as a channels-last view: no copy, and the depthwise
+        # convolutions run in that layout, so the way back is a view too
+        h = h.reshape(b, rows, cols, -1).permute(0, 3, 1, 2)
         h = self.convs(h)
-        h = h.flatten(2).transpose(1, 2)  # (B, N, d_ff)
+        h = h.permute(0, 2, 3, 1).reshape(b, n, -1)  # (B, N, d_ff)
         h = self.drop(self.down(h))
         return torch.cat([cls_tok, h, dist_tok], dim=1)
 
