@@ -14,6 +14,8 @@ PROTOCOL_VERSION = 1
 BANNER_WORD = "WASTESORT-GATE"
 MAX_LINE_BYTES = 128
 MAX_SEQ = 65535
+MAX_ANGLE_FIELD = 999  # an angle word decodes up to here; the controller NAKs what its servo cannot reach
+SERVO_MAX_DEG = 180  # servo range: SERVO with an angle above it gets NAK bad_angle
 
 
 def _crc8_table() -> tuple[int, ...]:
@@ -64,6 +66,20 @@ class Fire:
 
 
 @dataclass(frozen=True)
+class Servo:
+    """Daemon -> controller (extension of version 1): move servo ``gate`` to ``angle_deg``.
+
+    ``hold_ms`` > 0: return to the rest angle after that long (a servo gate's actuation);
+    ``hold_ms`` = 0: stay, and make ``angle_deg`` the gate's rest angle (jog; set at connect).
+    """
+
+    seq: int
+    gate: int
+    angle_deg: int
+    hold_ms: int
+
+
+@dataclass(frozen=True)
 class Ping:
     seq: int
 
@@ -84,7 +100,7 @@ class Nak:
     reason: str
 
 
-Message = Hello | Banner | Fire | Ping | Pong | Ack | Nak
+Message = Hello | Banner | Fire | Servo | Ping | Pong | Ack | Nak
 
 
 def _body(msg: Message) -> str:
@@ -95,6 +111,8 @@ def _body(msg: Message) -> str:
             return f"{BANNER_WORD} {version} {n_gates}"
         case Fire(seq, gate, duration_ms):
             return f"FIRE {seq} {gate} {duration_ms}"
+        case Servo(seq, gate, angle_deg, hold_ms):
+            return f"SERVO {seq} {gate} {angle_deg} {hold_ms}"
         case Ping(seq):
             return f"PING {seq}"
         case Pong(seq):
@@ -145,7 +163,7 @@ def decode(line: bytes) -> Message:
     if any(not w for w in words):
         raise ProtocolError(f"empty word (double or trailing space) in {raw!r}")
     head, args = words[0], words[1:]
-    arity = {"HELLO": 0, BANNER_WORD: 2, "FIRE": 3, "PING": 1, "PONG": 1, "ACK": 1, "NAK": 2}
+    arity = {"HELLO": 0, BANNER_WORD: 2, "FIRE": 3, "SERVO": 4, "PING": 1, "PONG": 1, "ACK": 1, "NAK": 2}
     if head not in arity:
         raise ProtocolError(f"unknown command {head!r}")
     if len(args) != arity[head]:
@@ -157,6 +175,9 @@ def decode(line: bytes) -> Message:
     seq = _uint(args[0], "seq", MAX_SEQ)
     if head == "FIRE":
         return Fire(seq, _uint(args[1], "gate", 255), _uint(args[2], "duration_ms", 10_000))
+    if head == "SERVO":
+        return Servo(seq, _uint(args[1], "gate", 255), _uint(args[2], "angle_deg", MAX_ANGLE_FIELD),
+                     _uint(args[3], "hold_ms", 10_000))
     if head == "PING":
         return Ping(seq)
     if head == "PONG":

@@ -3,7 +3,8 @@
 It stands in for the real controller in the demo and the tests: it creates a pty
 pair, publishes the daemon-side end under a stable symlink (like
 /dev/serial/by-id/...), answers HELLO/PING/FIRE and reports every actuation with
-its CLOCK_MONOTONIC time (comparable across processes on Linux).
+its CLOCK_MONOTONIC time (comparable across processes on Linux). Gates named in
+``servo_gates`` also take the SERVO extension; the simulator keeps each one's angle.
 """
 
 from __future__ import annotations
@@ -34,6 +35,20 @@ class FireRecord:
     t_monotonic: float
 
 
+@dataclass(frozen=True)
+class ServoRecord:
+    """One SERVO command performed by the simulated controller (hold_ms 0: a new rest angle)."""
+
+    seq: int
+    gate: int
+    angle_deg: int
+    hold_ms: int
+    t_monotonic: float
+
+
+DEFAULT_REST_DEG = 0  # a servo's rest angle until the daemon sets one (the firmware's closed_deg)
+
+
 class SimController:
     """Owns the pty master; call start() to serve in a thread or serve_forever() to block."""
 
@@ -43,17 +58,24 @@ class SimController:
         n_gates: int = 4,
         version: int = sp.PROTOCOL_VERSION,
         on_fire: Callable[[FireRecord], None] | None = None,
+        servo_gates: set[int] | frozenset[int] = frozenset(),
+        on_servo: Callable[[ServoRecord], None] | None = None,
     ) -> None:
         self.link = Path(link)
         self.n_gates = n_gates
         self.version = version
         self.on_fire = on_fire
+        self.on_servo = on_servo
+        self.servo_gates = set(servo_gates)
         self.fires: list[FireRecord] = []
+        self.moves: list[ServoRecord] = []
+        self.rest_angles: dict[int, int] = {g: DEFAULT_REST_DEG for g in self.servo_gates}
+        self.angles: dict[int, int] = dict(self.rest_angles)  # last commanded angle per servo gate
         self.malformed = 0
         self.drop_requests = 0  # fault injection: ignore this many incoming lines, as if lost on the wire
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._recent: dict[int, sp.Fire] = {}  # seq -> command, to de-duplicate retransmissions
+        self._recent: dict[int, sp.Fire | sp.Servo] = {}  # seq -> command, to de-duplicate retransmissions
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
         tmp = self.link.with_name(self.link.name + f".tmp{os.getpid()}")
@@ -130,17 +152,43 @@ class SimController:
             case sp.Fire(seq, gate, duration_ms):
                 if not 1 <= gate <= self.n_gates:
                     return sp.Nak(seq, "bad_gate")
-                if self._recent.get(seq) == msg:
-                    return sp.Ack(seq)  # retransmission: the gate already fired
-                self._recent[seq] = msg
-                if len(self._recent) > 256:
-                    self._recent.pop(next(iter(self._recent)))
+                if self._is_retransmission(msg):
+                    return sp.Ack(seq)  # the gate already fired
                 record = FireRecord(seq, gate, duration_ms, time.monotonic())
                 self.fires.append(record)
                 if self.on_fire is not None:
                     self.on_fire(record)
                 return sp.Ack(seq)
+            case sp.Servo(seq, gate, angle, hold_ms):
+                if not 1 <= gate <= self.n_gates:
+                    return sp.Nak(seq, "bad_gate")
+                if gate not in self.servo_gates:
+                    return sp.Nak(seq, "not_servo")
+                if angle > sp.SERVO_MAX_DEG:
+                    return sp.Nak(seq, "bad_angle")
+                if self._is_retransmission(msg):
+                    return sp.Ack(seq)
+                self._move(ServoRecord(seq, gate, angle, hold_ms, time.monotonic()))
+                return sp.Ack(seq)
         return None  # replies (ACK, PONG...) are not requests
+
+    def _is_retransmission(self, msg: sp.Fire | sp.Servo) -> bool:
+        """True when ``msg`` repeats a remembered command (its ACK was lost); else remember it."""
+        if self._recent.get(msg.seq) == msg:
+            return True
+        self._recent[msg.seq] = msg
+        if len(self._recent) > 256:
+            self._recent.pop(next(iter(self._recent)))
+        return False
+
+    def _move(self, record: ServoRecord) -> None:
+        """Apply a SERVO command; ``angles`` holds the commanded angle (the return to rest is not timed here)."""
+        if record.hold_ms == 0:
+            self.rest_angles[record.gate] = record.angle_deg
+        self.angles[record.gate] = record.angle_deg
+        self.moves.append(record)
+        if self.on_servo is not None:
+            self.on_servo(record)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,12 +196,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--link", required=True, help="symlink to create for the daemon side of the pty")
     parser.add_argument("--gates", type=int, default=4, help="number of gates (1..N)")
     parser.add_argument("--version", type=int, default=sp.PROTOCOL_VERSION, help="protocol version to announce")
+    parser.add_argument("--servo", default="", help="servo gates, e.g. 4 or 2,4 (the others are solenoids)")
     args = parser.parse_args(argv)
+    try:
+        servo_gates = {int(g) for g in args.servo.split(",") if g.strip()}
+    except ValueError:
+        parser.error(f"--servo takes gate numbers such as 2,4, got {args.servo!r}")
 
     def print_fire(r: FireRecord) -> None:
         print(json.dumps({"event": "fire", **asdict(r)}), flush=True)
 
-    sim = SimController(args.link, n_gates=args.gates, version=args.version, on_fire=print_fire)
+    def print_servo(r: ServoRecord) -> None:
+        print(json.dumps({"event": "servo", **asdict(r)}), flush=True)
+
+    sim = SimController(args.link, n_gates=args.gates, version=args.version, on_fire=print_fire,
+                        servo_gates=servo_gates, on_servo=print_servo)
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sim.request_stop())  # clean exit removes the link
     print(json.dumps({"event": "ready", "link": str(sim.link), "pty": os.ttyname(sim._slave)}), flush=True)
     try:

@@ -57,8 +57,9 @@ def test_marked_constants_match_the_python_protocol() -> None:
     assert c["MAX_LINE_BYTES"] == sp.MAX_LINE_BYTES and c["MAX_SEQ"] == sp.MAX_SEQ
 
     # Command words: the head word of every message type the Python codec knows.
-    samples = {sp.Hello: sp.Hello(), sp.Banner: sp.Banner(1, 4), sp.Fire: sp.Fire(1, 2, 3), sp.Ping: sp.Ping(1),
-               sp.Pong: sp.Pong(1), sp.Ack: sp.Ack(1), sp.Nak: sp.Nak(1, "x")}
+    samples = {sp.Hello: sp.Hello(), sp.Banner: sp.Banner(1, 4), sp.Fire: sp.Fire(1, 2, 3),
+               sp.Servo: sp.Servo(1, 2, 3, 4), sp.Ping: sp.Ping(1), sp.Pong: sp.Pong(1), sp.Ack: sp.Ack(1),
+               sp.Nak: sp.Nak(1, "x")}
     assert set(typing.get_args(sp.Message)) == set(samples)
     python_words = {sp.encode(m).split(b"*")[0].split(b" ")[0].decode() for m in samples.values()}
     firmware_words = {v for k, v in c.items() if k.startswith("CMD_")} | {c["BANNER_WORD"]}
@@ -79,6 +80,9 @@ def test_marked_constants_match_the_python_protocol() -> None:
     assert ok(f"FIRE 1 1 {c['MAX_DURATION_MS']}") and not ok(f"FIRE 1 1 {c['MAX_DURATION_MS'] + 1}")
     assert ok(f"FIRE 1 {c['MAX_GATE']} 1") and not ok(f"FIRE 1 {c['MAX_GATE'] + 1} 1")
     assert ok(f"FIRE {c['MAX_SEQ']} 1 1") and not ok(f"FIRE {c['MAX_SEQ'] + 1} 1 1")
+    assert ok(f"SERVO 1 1 {c['MAX_ANGLE_FIELD']} 0") and not ok(f"SERVO 1 1 {c['MAX_ANGLE_FIELD'] + 1} 0")
+    assert ok(f"SERVO 1 1 0 {c['MAX_DURATION_MS']}") and not ok(f"SERVO 1 1 0 {c['MAX_DURATION_MS'] + 1}")
+    assert c["SERVO_MAX_DEG"] == sp.SERVO_MAX_DEG
     assert ok(f"{sp.BANNER_WORD} {c['MAX_VERSION']} {c['MAX_N_GATES']}")
     assert not ok(f"{sp.BANNER_WORD} {c['MAX_VERSION'] + 1} 1") and not ok(f"{sp.BANNER_WORD} 1 {c['MAX_N_GATES'] + 1}")
     digits = int(c["MAX_NUMBER_DIGITS"])
@@ -116,8 +120,10 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return exe
 
 
-def run_harness(exe: Path, commands: list[str], n_gates: int = 4, version: int = 1) -> list[str]:
-    proc = subprocess.run([str(exe), str(n_gates), str(version)], input="".join(c + "\n" for c in commands),
+def run_harness(exe: Path, commands: list[str], n_gates: int = 4, version: int = 1,
+                servo_gates: tuple[int, ...] = ()) -> list[str]:
+    argv = [str(exe), str(n_gates), str(version)] + ([",".join(map(str, servo_gates))] if servo_gates else [])
+    proc = subprocess.run(argv, input="".join(c + "\n" for c in commands),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
@@ -176,19 +182,42 @@ def handwritten_vectors() -> list[bytes]:
         with_crc(b"NAK 1 " + long_reason),  # exactly 128 bytes: valid (a reply, so no answer)
         with_crc(b"NAK 1 " + long_reason + b"x"),  # 129 bytes: too long
         sp.encode(sp.Fire(21, 4, 120)).rstrip(b"\n"),
+        # SERVO extension: rest (hold 0), a bin pulse, retransmission, every NAK, grammar limits.
+        sp.encode(sp.Servo(30, 2, 10, 0)).rstrip(b"\n"),
+        sp.encode(sp.Servo(31, 2, 135, 200)).rstrip(b"\n"),
+        sp.encode(sp.Servo(31, 2, 135, 200)).rstrip(b"\n"),  # retransmission: ACK, no second move
+        sp.encode(sp.Servo(31, 2, 90, 200)).rstrip(b"\n"),  # same seq, other angle: a new command
+        sp.encode(sp.Fire(31, 2, 200)).rstrip(b"\n"),  # same seq and numbers, but FIRE: a new command
+        sp.encode(sp.Servo(32, 1, 45, 0)).rstrip(b"\n"),  # gate 1 is a solenoid: NAK not_servo
+        sp.encode(sp.Servo(33, 2, 181, 0)).rstrip(b"\n"),  # beyond the servo's range: NAK bad_angle
+        sp.encode(sp.Servo(34, 2, 180, 10000)).rstrip(b"\n"),
+        sp.encode(sp.Servo(35, 9, 45, 0)).rstrip(b"\n"),  # NAK bad_gate
+        with_crc(b"SERVO 36 0 45 0"),  # gate 0: NAK bad_gate
+        with_crc(b"SERVO 37 2 1000 0"),  # 4 digits: malformed
+        with_crc(b"SERVO 38 2 45 10001"),
+        with_crc(b"SERVO 39 2 45"),
+        with_crc(b"SERVO 39 2 45 0 1"),
+        with_crc(b"SERVO 40 2 -5 0"),
+        with_crc(b"SERVO 0041 02 045 00"),
+        with_crc(b"servo 42 2 45 0"),
     ]
 
 
 def fuzz_vectors(n: int, seed: int = 5) -> list[bytes]:
     """Random bodies built from the grammar's pieces, mostly with a correct checksum."""
     rng = random.Random(seed)
-    heads = ["HELLO", "FIRE", "PING", "PONG", "ACK", "NAK", sp.BANNER_WORD, "FIRE", "FIRE", "fire", "XYZ", ""]
+    heads = ["HELLO", "FIRE", "PING", "PONG", "ACK", "NAK", sp.BANNER_WORD, "FIRE", "FIRE", "fire", "XYZ", "",
+             "SERVO", "SERVO"]
     words = ["1", "2", "3", "4", "5", "0", "80", "10000", "10001", "255", "256", "65535", "65536", "007",
-             "1234567", "bad_gate", "a", "-1", "1.5", "", "12"]
+             "1234567", "bad_gate", "a", "-1", "1.5", "", "12", "180", "181", "999", "1000"]
     out = []
     for _ in range(n):
         if rng.random() < 0.3:  # well-formed FIRE with few distinct seqs: exercises retransmission handling
-            body = f"FIRE {rng.randrange(1, 12)} {rng.randrange(0, 6)} {rng.choice([0, 40, 80])}".encode()
+            if rng.random() < 0.5:
+                body = f"FIRE {rng.randrange(1, 12)} {rng.randrange(0, 6)} {rng.choice([0, 40, 80])}".encode()
+            else:
+                body = (f"SERVO {rng.randrange(1, 12)} {rng.randrange(0, 6)} {rng.choice([0, 90, 180, 181])} "
+                        f"{rng.choice([0, 80])}").encode()
             out.append(body + b"*%02X" % sp.crc8(body))
             continue
         parts = [rng.choice(heads)] + [rng.choice(words) for _ in range(rng.randrange(5))]
@@ -209,27 +238,37 @@ def test_crc_matches_the_python_codec(harness: Path) -> None:
     assert got == [f"C {sp.crc8(d):02X}" for d in data]
 
 
-@pytest.mark.parametrize("n_gates, version", [(4, 1), (2, 3)])
+@pytest.mark.parametrize("n_gates, version, servo_gates", [(4, 1, (2, 4)), (2, 3, ()), (3, 1, (1, 2, 3))])
 @needs_gxx
-def test_controller_replies_line_for_line_like_the_simulator(harness: Path, tmp_path: Path,
-                                                             n_gates: int, version: int) -> None:
-    lines = handwritten_vectors() + fuzz_vectors(400)
-    sim = SimController(tmp_path / "gate", n_gates=n_gates, version=version)
+def test_controller_replies_line_for_line_like_the_simulator(harness: Path, tmp_path: Path, n_gates: int,
+                                                             version: int, servo_gates: tuple[int, ...]) -> None:
+    lines = handwritten_vectors() + fuzz_vectors(600)
+    sim = SimController(tmp_path / "gate", n_gates=n_gates, version=version, servo_gates=set(servo_gates))
     try:
         expected = []
         for line in lines:
             reply = sim.handle_line(line)
             reply_hex = sp.encode(reply).hex().upper() if reply is not None else "-"
-            expected.append(f"R {reply_hex} M {sim.malformed} F {len(sim.fires)}")
+            expected.append(f"R {reply_hex} M {sim.malformed} F {len(sim.fires)} V {len(sim.moves)}")
         expected += [f"FIRE {f.gate} {f.duration_ms}" for f in sim.fires]
+        expected += [f"SERVO {m.gate} {m.angle_deg} {m.hold_ms}" for m in sim.moves]
     finally:
         sim.stop()
-    got = run_harness(harness, ["L " + line.hex().upper() for line in lines], n_gates, version)
+    got = run_harness(harness, ["L " + line.hex().upper() for line in lines], n_gates, version, servo_gates)
     mismatches = [(lines[i] if i < len(lines) else None, e, g)
                   for i, (e, g) in enumerate(zip(expected, got)) if e != g]
     assert not mismatches, mismatches[:5]
     assert len(got) == len(expected)
     assert sum(1 for e in expected if e.startswith("FIRE")) > 20  # the vectors really fire gates
+    replies = [sp.decode(bytes.fromhex(e.split()[1])) for e in expected if e.startswith("R ") and e.split()[1] != "-"]
+    naks = {r.reason for r in replies if isinstance(r, sp.Nak)}
+    assert "bad_gate" in naks
+    assert ("not_servo" in naks) == (len(servo_gates) < n_gates)  # a SERVO to a solenoid gate
+    if servo_gates:
+        assert sum(1 for e in expected if e.startswith("SERVO")) > 10  # ...and the vectors really move servos
+        assert "bad_angle" in naks
+    else:
+        assert not any(e.startswith("SERVO") for e in expected)
 
 
 @needs_gxx
@@ -237,7 +276,7 @@ def test_byte_stream_framing(harness: Path) -> None:
     stream = (sp.encode(sp.Hello()) + sp.encode(sp.Fire(1, 1, 50)) + b"Z" * 300 + b"\n" + sp.encode(sp.Ping(2)))
     got = run_harness(harness, ["S " + stream.hex().upper()])
     expected = sp.encode(sp.Banner(1, 4)) + sp.encode(sp.Ack(1)) + sp.encode(sp.Pong(2))
-    assert got[0] == f"R {expected.hex().upper()} M 1 F 1"  # the overlong line is dropped and counted
+    assert got[0] == f"R {expected.hex().upper()} M 1 F 1 V 0"  # the overlong line is dropped and counted
 
 
 # --- the sketch itself, on a stand-in Arduino ----------------------------------------------------
@@ -326,3 +365,55 @@ def test_sketch_drives_pins_and_servos(tmp_path: Path) -> None:
     assert out[5] == "t79 1 100"
     assert out[6] == "t80 0 100"  # the 80 ms pulse ended
     assert out[7] == "t100 0 10"  # the 100 ms servo pulse ended
+
+
+SERVO_MAIN = r"""
+#include "Arduino.h"
+#include <cstdio>
+unsigned long fake_now = 0;
+int pin_level[64];
+int servo_angle[64];
+FakeSerial Serial;
+void setup();
+void loop();
+static void step(unsigned long t) { fake_now = t; loop(); }
+int main() {
+    setup();
+    Serial.in = "@IN@";
+    step(1000);
+    std::printf("out %s", Serial.out.c_str());
+    std::printf("t0 %d\n", servo_angle[9]);
+    step(1049);
+    std::printf("t49 %d\n", servo_angle[9]);
+    step(1050);
+    std::printf("t50 %d\n", servo_angle[9]);
+    Serial.in = "@FIRE@";
+    step(2000);
+    std::printf("fire %d\n", servo_angle[9]);
+    step(2100);
+    std::printf("after %d\n", servo_angle[9]);
+    return 0;
+}
+"""
+
+
+@needs_gxx
+def test_sketch_moves_servos_to_the_commanded_angles(tmp_path: Path) -> None:
+    """SERVO ... 0 sets the rest angle, SERVO ... hold moves to a bin angle and back; FIRE keeps open_deg."""
+    (tmp_path / "Arduino.h").write_text(ARDUINO_STUB)
+    (tmp_path / "Servo.h").write_text(SERVO_STUB)
+    commands = [sp.Servo(1, 4, 45, 0), sp.Servo(2, 4, 135, 50), sp.Servo(3, 1, 90, 0), sp.Servo(4, 4, 200, 0)]
+    wire = b"".join(sp.encode(c) for c in commands).decode().replace("\n", "\\n")
+    fire = sp.encode(sp.Fire(5, 4, 100)).decode().replace("\n", "\\n")
+    (tmp_path / "main.cpp").write_text(SERVO_MAIN.replace("@IN@", wire).replace("@FIRE@", fire))
+    exe = tmp_path / "sketch"
+    cmd = ["g++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-I", str(tmp_path), "-include", "Arduino.h",
+           "-x", "c++", str(INO), "-x", "none", str(tmp_path / "main.cpp"), "-o", str(exe)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=10).stdout.splitlines()
+    replies = sp.encode(sp.Ack(1)) + sp.encode(sp.Ack(2)) + sp.encode(sp.Nak(3, "not_servo")) + \
+        sp.encode(sp.Nak(4, "bad_angle"))
+    assert "\n".join(out[:4]) == "out " + replies.decode().rstrip("\n")
+    assert out[4:] == ["t0 135", "t49 135", "t50 45",  # the bin angle for 50 ms, then the new rest angle
+                       "fire 100", "after 45"]  # plain FIRE: config.h open_deg, back to the rest angle

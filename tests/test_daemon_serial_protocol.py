@@ -17,12 +17,34 @@ def test_crc8_matches_the_published_check_value() -> None:
 @pytest.mark.parametrize(
     "msg",
     [sp.Hello(), sp.Banner(1, 4), sp.Fire(1, 2, 80), sp.Fire(65535, 255, 10000), sp.Ping(7), sp.Pong(7),
-     sp.Ack(42), sp.Nak(42, "bad_gate")],
+     sp.Ack(42), sp.Nak(42, "bad_gate"), sp.Servo(3, 4, 135, 120), sp.Servo(65535, 255, 999, 10000),
+     sp.Servo(1, 1, 0, 0), sp.Nak(3, "not_servo")],
 )
 def test_every_message_round_trips(msg: sp.Message) -> None:
     wire = sp.encode(msg)
     assert wire.endswith(b"\n") and wire.count(b"\n") == 1
     assert sp.decode(wire) == msg
+
+
+def test_exact_wire_format_of_servo() -> None:
+    body = b"SERVO 12 4 135 120"
+    assert sp.encode(sp.Servo(12, 4, 135, 120)) == body + b"*%02X\n" % sp.crc8(body)
+
+
+def test_simulator_keeps_servo_angles_and_naks_bad_ones(tmp_path) -> None:
+    sim = SimController(tmp_path / "link", n_gates=4, servo_gates={2, 4})
+    try:
+        assert sim.handle_line(sp.encode(sp.Servo(1, 4, 30, 0))) == sp.Ack(1)  # new rest angle
+        assert sim.handle_line(sp.encode(sp.Servo(2, 4, 120, 80))) == sp.Ack(2)  # a bin pulse
+        assert sim.handle_line(sp.encode(sp.Servo(2, 4, 120, 80))) == sp.Ack(2)  # retransmission: no new move
+        assert sim.handle_line(sp.encode(sp.Servo(3, 1, 45, 0))) == sp.Nak(3, "not_servo")
+        assert sim.handle_line(sp.encode(sp.Servo(4, 2, 181, 0))) == sp.Nak(4, "bad_angle")
+        assert sim.handle_line(sp.encode(sp.Servo(5, 5, 45, 0))) == sp.Nak(5, "bad_gate")
+        assert sim.rest_angles == {2: 0, 4: 30} and sim.angles == {2: 0, 4: 120}
+        assert [(m.gate, m.angle_deg, m.hold_ms) for m in sim.moves] == [(4, 30, 0), (4, 120, 80)]
+        assert sim.fires == []
+    finally:
+        sim.stop()
 
 
 def test_exact_wire_format_of_fire() -> None:
@@ -56,6 +78,13 @@ def test_bad_checksums_are_rejected(line: bytes, fragment: str) -> None:
         (b"FIRE 70000 2 80", "out of range"),
         (b"FIRE  1 2 80", "empty word"),
         (b"HELLO ", "empty word"),
+        (b"SERVO 1 2 45", "takes 4 argument"),
+        (b"SERVO 1 2 45 0 7", "takes 4 argument"),
+        (b"SERVO 1 2 1000 0", "angle_deg 1000 out of range"),
+        (b"SERVO 1 2 -5 0", "angle_deg must be a decimal"),
+        (b"SERVO 1 2 45 10001", "hold_ms 10001 out of range"),
+        (b"SERVO 1 256 45 0", "gate 256 out of range"),
+        (b"servo 1 2 45 0", "unknown command"),
     ],
 )
 def test_grammar_errors_are_rejected_even_with_a_valid_checksum(body: bytes, fragment: str) -> None:

@@ -17,12 +17,13 @@ struct GateConfig {
     GateKind kind;
     uint8_t pin;          // solenoid: driver input (MOSFET gate / relay input); servo: signal pin
     bool active_high;     // solenoid: level that opens the valve
-    uint8_t closed_deg;   // servo: resting angle (item passes by)
-    uint8_t open_deg;     // servo: diverting angle (item goes into this gate's bin)
+    uint8_t closed_deg;   // servo: resting angle (item passes by) until the daemon sets its own
+    uint8_t open_deg;     // servo: diverting angle for a plain FIRE (daemons without servo settings)
 };
 
-// Gate n of the protocol is GATES[n - 1]. Protocol version 1 cannot set servo angles over
-// serial: adjust closed_deg/open_deg here (docs/calibration.md, "Servo angles").
+// Gate n of the protocol is GATES[n - 1]. A daemon with gates.N.kind = "servo" sets the rest
+// and bin angles over serial (SERVO command); closed_deg/open_deg only matter before that and
+// for daemons that send plain FIRE (docs/calibration.md, "Servo angles").
 static const GateConfig GATES[WS_N_GATES] = {
     {GATE_SOLENOID, 4, true, 0, 0},   // gate 1: air jet
     {GATE_SOLENOID, 5, true, 0, 0},   // gate 2: air jet

@@ -1,4 +1,5 @@
-// Gate controller side of the wastesort serial protocol, version 1 (docs/serial-protocol.md).
+// Gate controller side of the wastesort serial protocol, version 1 with the SERVO extension
+// (docs/serial-protocol.md).
 //
 // Plain C++11 with no Arduino dependency, so that the same code runs on the board and on a
 // PC, where tests/test_calibration_firmware.py compiles it and replays the Python codec's
@@ -18,24 +19,29 @@ static const uint16_t PROTOCOL_VERSION = 1;
 static const char BANNER_WORD[] = "WASTESORT-GATE";
 static const char CMD_HELLO[] = "HELLO";
 static const char CMD_FIRE[] = "FIRE";
+static const char CMD_SERVO[] = "SERVO";
 static const char CMD_PING[] = "PING";
 static const char CMD_PONG[] = "PONG";
 static const char CMD_ACK[] = "ACK";
 static const char CMD_NAK[] = "NAK";
 static const char NAK_BAD_GATE[] = "bad_gate";
+static const char NAK_NOT_SERVO[] = "not_servo";
+static const char NAK_BAD_ANGLE[] = "bad_angle";
 static const uint16_t MAX_LINE_BYTES = 128;
 static const uint32_t MAX_SEQ = 65535;
 static const uint32_t MAX_GATE = 255;
 static const uint32_t MAX_DURATION_MS = 10000;
 static const uint32_t MAX_VERSION = 999;
 static const uint32_t MAX_N_GATES = 255;
+static const uint32_t MAX_ANGLE_FIELD = 999;
+static const uint32_t SERVO_MAX_DEG = 180;
 static const uint8_t MAX_NUMBER_DIGITS = 6;
 static const uint8_t CRC8_POLY = 0x07;
 static const uint8_t CRC8_INIT = 0x00;
 // @protocol-constants end
 
 #ifndef WS_RECENT_FIRES
-// FIRE commands remembered to recognise retransmissions (the simulator keeps 256; RAM is scarce here).
+// FIRE/SERVO commands remembered to recognise retransmissions (the simulator keeps 256; RAM is scarce here).
 #define WS_RECENT_FIRES 32
 #endif
 
@@ -51,13 +57,14 @@ inline uint8_t crc8(const uint8_t* data, size_t len) {
     return crc;
 }
 
-enum MsgType { MSG_HELLO, MSG_BANNER, MSG_FIRE, MSG_PING, MSG_PONG, MSG_ACK, MSG_NAK };
+enum MsgType { MSG_HELLO, MSG_BANNER, MSG_FIRE, MSG_SERVO, MSG_PING, MSG_PONG, MSG_ACK, MSG_NAK };
 
 struct Message {
     MsgType type;
-    uint32_t a;  // BANNER: version; FIRE/PING/PONG/ACK/NAK: seq
-    uint32_t b;  // BANNER: n_gates; FIRE: gate
-    uint32_t c;  // FIRE: duration_ms
+    uint32_t a;  // BANNER: version; FIRE/SERVO/PING/PONG/ACK/NAK: seq
+    uint32_t b;  // BANNER: n_gates; FIRE/SERVO: gate
+    uint32_t c;  // FIRE: duration_ms; SERVO: hold_ms
+    uint32_t d;  // SERVO: angle_deg
     const uint8_t* reason;  // NAK: points into the decoded line
     size_t reason_len;
 };
@@ -126,13 +133,13 @@ inline bool decode(const uint8_t* line, size_t len, Message& msg) {
     }
     if (crc8(line, star) != (uint8_t)(hi * 16 + lo)) return false;
 
-    const uint8_t* words[4];
-    size_t lens[4];
+    const uint8_t* words[5];
+    size_t lens[5];
     size_t count = 0, start = 0;
     for (size_t i = 0; i <= star; ++i) {
         if (i == star || line[i] == ' ') {
             if (i == start) return false;  // empty word: leading, trailing or double space
-            if (count == 4) return false;  // no message has more than 3 arguments
+            if (count == 5) return false;  // no message has more than 4 arguments
             words[count] = line + start;
             lens[count++] = i - start;
             start = i + 1;
@@ -154,6 +161,13 @@ inline bool decode(const uint8_t* line, size_t len, Message& msg) {
         return args == 3 && parse_uint(words[1], lens[1], MAX_SEQ, msg.a) &&
                parse_uint(words[2], lens[2], MAX_GATE, msg.b) &&
                parse_uint(words[3], lens[3], MAX_DURATION_MS, msg.c);
+    }
+    if (word_is(head, head_len, CMD_SERVO)) {
+        msg.type = MSG_SERVO;
+        return args == 4 && parse_uint(words[1], lens[1], MAX_SEQ, msg.a) &&
+               parse_uint(words[2], lens[2], MAX_GATE, msg.b) &&
+               parse_uint(words[3], lens[3], MAX_ANGLE_FIELD, msg.d) &&
+               parse_uint(words[4], lens[4], MAX_DURATION_MS, msg.c);
     }
     if (word_is(head, head_len, CMD_NAK)) {
         msg.type = MSG_NAK;
@@ -202,14 +216,20 @@ inline size_t encode_nak(uint32_t seq, const char* reason, char* out, size_t cap
 }
 
 typedef void (*FireFn)(uint8_t gate, uint16_t duration_ms, void* context);
+// SERVO: move to angle_deg; hold_ms > 0: back to rest after it; hold_ms == 0: angle_deg is the new rest.
+typedef void (*ServoFn)(uint8_t gate, uint16_t angle_deg, uint16_t hold_ms, void* context);
+typedef bool (*IsServoFn)(uint8_t gate, void* context);
 
 // The controller's duties (docs/serial-protocol.md, "Controller duties"), exactly as
-// daemon/sim_controller.py's handle_line: banner, pong, fire + ack, retransmission without
-// re-firing, NAK bad_gate; malformed lines and replies get no answer.
+// daemon/sim_controller.py's handle_line: banner, pong, fire/servo + ack, retransmission without
+// acting again, NAK bad_gate / not_servo / bad_angle; malformed lines and replies get no answer.
+// Without is_servo/servo every SERVO gets NAK not_servo (a controller with solenoids only).
 class Controller {
   public:
-    Controller(uint8_t n_gates, uint16_t version, FireFn fire, void* context)
-        : n_gates_(n_gates), version_(version), fire_(fire), context_(context), malformed_(0), count_(0), next_(0) {}
+    Controller(uint8_t n_gates, uint16_t version, FireFn fire, void* context, IsServoFn is_servo = 0,
+               ServoFn servo = 0)
+        : n_gates_(n_gates), version_(version), fire_(fire), servo_(servo), is_servo_(is_servo),
+          context_(context), malformed_(0), count_(0), next_(0) {}
 
     // Handle one line (without '\n'); write the reply line into out, return its length (0: no reply).
     size_t handle_line(const uint8_t* line, size_t len, char* out, size_t cap) {
@@ -222,6 +242,7 @@ class Controller {
             case MSG_HELLO: return encode_banner(version_, n_gates_, out, cap);
             case MSG_PING: return encode_pong(m.a, out, cap);
             case MSG_FIRE: return fire(m, out, cap);
+            case MSG_SERVO: return servo(m, out, cap);
             default: return 0;  // BANNER, PONG, ACK, NAK are replies, not requests
         }
     }
@@ -232,31 +253,53 @@ class Controller {
   private:
     size_t fire(const Message& m, char* out, size_t cap) {
         if (m.b < 1 || m.b > n_gates_) return encode_nak(m.a, NAK_BAD_GATE, out, cap);
-        for (uint8_t i = 0; i < count_; ++i) {
-            if (seq_[i] != m.a) continue;
-            if (gate_[i] == m.b && duration_[i] == m.c) return encode_ack(m.a, out, cap);  // retransmission
-            gate_[i] = (uint8_t)m.b;  // same seq, new command: remember it in place, as a dict would
-            duration_[i] = (uint16_t)m.c;
-            fire_(gate_[i], duration_[i], context_);
-            return encode_ack(m.a, out, cap);
-        }
-        seq_[next_] = (uint16_t)m.a;
-        gate_[next_] = (uint8_t)m.b;
-        duration_[next_] = (uint16_t)m.c;
-        next_ = (uint8_t)((next_ + 1) % WS_RECENT_FIRES);
-        if (count_ < WS_RECENT_FIRES) ++count_;
-        fire_((uint8_t)m.b, (uint16_t)m.c, context_);
+        if (!is_retransmission(m)) fire_((uint8_t)m.b, (uint16_t)m.c, context_);
         return encode_ack(m.a, out, cap);
+    }
+
+    size_t servo(const Message& m, char* out, size_t cap) {
+        if (m.b < 1 || m.b > n_gates_) return encode_nak(m.a, NAK_BAD_GATE, out, cap);
+        if (!is_servo_ || !servo_ || !is_servo_((uint8_t)m.b, context_)) return encode_nak(m.a, NAK_NOT_SERVO, out, cap);
+        if (m.d > SERVO_MAX_DEG) return encode_nak(m.a, NAK_BAD_ANGLE, out, cap);
+        if (!is_retransmission(m)) servo_((uint8_t)m.b, (uint16_t)m.d, (uint16_t)m.c, context_);
+        return encode_ack(m.a, out, cap);
+    }
+
+    // True when m repeats a remembered (seq, command) whose ACK was lost; otherwise remember it.
+    // A known seq with a different command is remembered in place, as the simulator's dict does.
+    bool is_retransmission(const Message& m) {
+        uint8_t slot = next_;
+        bool known = false;
+        for (uint8_t i = 0; i < count_ && !known; ++i) {
+            if (seq_[i] != m.a) continue;
+            if (type_[i] == (uint8_t)m.type && gate_[i] == m.b && duration_[i] == m.c && angle_[i] == m.d) return true;
+            slot = i;
+            known = true;
+        }
+        if (!known) {
+            next_ = (uint8_t)((next_ + 1) % WS_RECENT_FIRES);
+            if (count_ < WS_RECENT_FIRES) ++count_;
+        }
+        seq_[slot] = (uint16_t)m.a;
+        type_[slot] = (uint8_t)m.type;
+        gate_[slot] = (uint8_t)m.b;
+        duration_[slot] = (uint16_t)m.c;
+        angle_[slot] = (uint16_t)m.d;
+        return false;
     }
 
     uint8_t n_gates_;
     uint16_t version_;
     FireFn fire_;
+    ServoFn servo_;
+    IsServoFn is_servo_;
     void* context_;
     uint32_t malformed_;
     uint16_t seq_[WS_RECENT_FIRES];
+    uint8_t type_[WS_RECENT_FIRES];
     uint8_t gate_[WS_RECENT_FIRES];
     uint16_t duration_[WS_RECENT_FIRES];
+    uint16_t angle_[WS_RECENT_FIRES];
     uint8_t count_;
     uint8_t next_;
 };

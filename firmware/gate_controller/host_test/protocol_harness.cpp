@@ -1,11 +1,12 @@
 // Host-side driver for protocol.h, used by tests/test_calibration_firmware.py (not for the board).
 //
-//   protocol_harness <n_gates> <version>
+//   protocol_harness <n_gates> <version> [servo gates, e.g. 2,4]
 // reads commands from stdin, one per line, and answers one line each:
 //   C <hex bytes>   -> C <crc8 as 2 hex digits>
-//   L <hex bytes>   -> R <reply bytes as hex, or -> M <malformed count> F <fires so far>
-//   S <hex bytes>   -> R <all reply bytes as hex, or -> M <malformed count> F <fires so far>   (byte stream)
-// and at the end prints every actuation as "FIRE <gate> <duration_ms>".
+//   L <hex bytes>   -> R <reply bytes as hex, or -> M <malformed count> F <fires so far> V <servo moves so far>
+//   S <hex bytes>   -> R <all reply bytes as hex, or -> M <malformed count> F <fires> V <moves>   (byte stream)
+// and at the end prints every actuation as "FIRE <gate> <duration_ms>", then every servo
+// move as "SERVO <gate> <angle_deg> <hold_ms>".
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,9 @@
 static unsigned fires_gate[4096];
 static unsigned fires_duration[4096];
 static unsigned n_fires = 0;
+static unsigned moves[4096][3];
+static unsigned n_moves = 0;
+static bool servo_gate[256];
 
 static void on_fire(uint8_t gate, uint16_t duration_ms, void*) {
     if (n_fires < 4096) {
@@ -23,6 +27,17 @@ static void on_fire(uint8_t gate, uint16_t duration_ms, void*) {
     }
     ++n_fires;
 }
+
+static void on_servo(uint8_t gate, uint16_t angle_deg, uint16_t hold_ms, void*) {
+    if (n_moves < 4096) {
+        moves[n_moves][0] = gate;
+        moves[n_moves][1] = angle_deg;
+        moves[n_moves][2] = hold_ms;
+    }
+    ++n_moves;
+}
+
+static bool is_servo(uint8_t gate, void*) { return servo_gate[gate]; }
 
 static size_t unhex(const char* text, uint8_t* out, size_t cap) {
     size_t n = 0;
@@ -40,11 +55,18 @@ static void print_hex(const char* bytes, size_t len) {
 }
 
 int main(int argc, char** argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s <n_gates> <version>\n", argv[0]);
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: %s <n_gates> <version> [servo gates]\n", argv[0]);
         return 2;
     }
-    ws::Controller controller((uint8_t)atoi(argv[1]), (uint16_t)atoi(argv[2]), on_fire, 0);
+    for (const char* p = argc == 4 ? argv[3] : ""; *p;) {
+        char* end;
+        unsigned long g = strtoul(p, &end, 10);
+        if (end == p) break;
+        if (g < 256) servo_gate[g] = true;
+        p = *end ? end + 1 : end;
+    }
+    ws::Controller controller((uint8_t)atoi(argv[1]), (uint16_t)atoi(argv[2]), on_fire, 0, is_servo, on_servo);
     ws::LineReader reader;
     static char input[20000];
     static uint8_t bytes[10000];
@@ -57,7 +79,7 @@ int main(int argc, char** argv) {
             size_t r = controller.handle_line(bytes, n, reply, sizeof reply);
             printf("R ");
             print_hex(reply, r);
-            printf(" M %u F %u\n", (unsigned)controller.malformed(), n_fires);
+            printf(" M %u F %u V %u\n", (unsigned)controller.malformed(), n_fires, n_moves);
         } else if (input[0] == 'S') {
             size_t total = 0;
             for (size_t i = 0; i < n; ++i) {
@@ -67,10 +89,11 @@ int main(int argc, char** argv) {
             }
             printf("R ");
             print_hex(reply, total);
-            printf(" M %u F %u\n", (unsigned)controller.malformed(), n_fires);
+            printf(" M %u F %u V %u\n", (unsigned)controller.malformed(), n_fires, n_moves);
         }
         fflush(stdout);
     }
     for (unsigned i = 0; i < n_fires && i < 4096; ++i) printf("FIRE %u %u\n", fires_gate[i], fires_duration[i]);
+    for (unsigned i = 0; i < n_moves && i < 4096; ++i) printf("SERVO %u %u %u\n", moves[i][0], moves[i][1], moves[i][2]);
     return 0;
 }
