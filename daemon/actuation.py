@@ -7,12 +7,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ActuationRequest:
-    """Open ``gate`` for ``duration_ms`` at monotonic time ``due`` for item ``item_id``."""
+    """Open ``gate`` for ``duration_ms`` at monotonic time ``due`` for item ``item_id``.
+
+    ``angle`` set: a servo gate; it moves to that bin angle for ``duration_ms`` (SERVO instead of FIRE),
+    and ``duration_ms`` 0 leaves it there as its new rest angle (calibration jog).
+    """
 
     item_id: int
     gate: int
     duration_ms: int
     due: float
+    angle: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Drives the gate controller over serial: HELLO/banner check, FIRE with ACK, retries, PING, reconnect.
+"""Drives the gate controller over serial: HELLO/banner check, FIRE/SERVO with ACK, retries, PING, reconnect.
 
 One I/O thread owns connecting, reading and timeouts; ``fire()`` is called by the
 scheduler thread at the due time and only writes one line, so a slow ACK never
@@ -50,6 +50,13 @@ def stable_name_for(port: str, by_id_dir: Path = Path("/dev/serial/by-id")) -> s
     return None
 
 
+def command_for(request: ActuationRequest, seq: int) -> sp.Fire | sp.Servo:
+    """FIRE for a solenoid gate; SERVO to the request's bin angle for a servo gate."""
+    if request.angle is None:
+        return sp.Fire(seq, request.gate, request.duration_ms)
+    return sp.Servo(seq, request.gate, request.angle, request.duration_ms)
+
+
 class SerialLinkError(Exception):
     """The port could not be opened or the controller failed the handshake."""
 
@@ -63,9 +70,11 @@ class SerialActuator:
         gates_needed: int,
         on_result: Callable[[ActuationResult], None],
         on_link: Callable[[bool, str], None],
+        servo_rest: dict[int, int] | None = None,
     ) -> None:
         self._s = settings
         self._gates_needed = gates_needed
+        self._servo_rest = dict(servo_rest or {})  # servo gate -> rest angle, set at every connect
         self._on_result = on_result
         self._on_link = on_link
         self._port: serial.Serial | None = None
@@ -106,7 +115,7 @@ class SerialActuator:
                 result = ActuationResult(request, error="serial_down")
             else:
                 self._seq = sp.next_seq(self._seq)
-                line = sp.encode(sp.Fire(self._seq, request.gate, request.duration_ms))
+                line = sp.encode(command_for(request, self._seq))
                 result = ActuationResult(request, sent=now, seq=self._seq, attempts=1)
                 try:
                     self._port.write(line)
@@ -193,6 +202,14 @@ class SerialActuator:
                 f"need protocol {self._s.protocol_version} with at least {self._gates_needed} gates"
             )
             raise SerialLinkError(msg)
+        try:
+            self._set_servo_rest(port)
+        except (serial.SerialException, OSError) as e:
+            port.close()
+            raise SerialLinkError(f"handshake failed: {e}") from None
+        except SerialLinkError:
+            port.close()
+            raise
         with self._lock:
             self._port = port
             self._ping = None
@@ -223,6 +240,42 @@ class SerialActuator:
                     continue
                 if isinstance(msg, sp.Banner):
                     return msg
+        return None
+
+    def _set_servo_rest(self, port: serial.Serial) -> None:
+        """Move every servo gate to its rest angle (SERVO ... 0): also the check that the controller has the
+        SERVO extension and that the gate is a servo. A controller without it stays silent (unknown command)."""
+        for gate, angle in sorted(self._servo_rest.items()):
+            with self._lock:
+                self._seq = sp.next_seq(self._seq)
+                seq = self._seq
+            reply = self._request(port, sp.Servo(seq, gate, angle, 0))
+            if reply is None:
+                raise SerialLinkError(
+                    f"no answer to SERVO for gate {gate}: the controller firmware lacks the servo extension "
+                    "(flash firmware/gate_controller) or gate kinds differ"
+                )
+            if isinstance(reply, sp.Nak):
+                raise SerialLinkError(f"controller refused servo gate {gate} at {angle} deg: {reply.reason}")
+
+    def _request(self, port: serial.Serial, msg: sp.Fire | sp.Servo) -> sp.Ack | sp.Nak | None:
+        """Send ``msg`` before the I/O thread runs; resend on timeout like fire(); the ACK/NAK or None."""
+        line = sp.encode(msg)
+        wait_s = max(self._s.ack_timeout_ms / 1000, 0.2)  # the first command after a board's boot may be slow
+        buf = b""
+        for _ in range(self._s.retries + 1):
+            port.write(line)
+            end = time.monotonic() + wait_s
+            while time.monotonic() < end:
+                buf += port.read(max(1, port.in_waiting))
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    try:
+                        reply = sp.decode(raw)
+                    except sp.ProtocolError:
+                        continue
+                    if isinstance(reply, (sp.Ack, sp.Nak)) and reply.seq == msg.seq:
+                        return reply
         return None
 
     def _handle_line(self, line: bytes) -> None:

@@ -103,7 +103,8 @@ class Pipeline:
             self.publisher = EventPublisher(s.mqtt, on_link=self._on_broker_link).start()
         if s.serial.enabled:
             self.actuator = SerialActuator(
-                s.serial, max(s.gates), on_result=self._on_actuation_result, on_link=self._on_serial_link
+                s.serial, max(s.gates), on_result=self._on_actuation_result, on_link=self._on_serial_link,
+                servo_rest=s.servo_rest_angles(),
             ).start()
             if serial_wait_s > 0 and not self.actuator.wait_connected(serial_wait_s):
                 log.warning("serial_not_ready", port=s.serial.port, waited_s=serial_wait_s)

@@ -79,10 +79,46 @@ class ClassifySettings(_Section):
     crop_padding_px: int = Field(4, ge=0)
 
 
+REJECT_BIN = "reject"  # a servo gate's bin for rejected items (low confidence, unknown, unmapped)
+SERVO_MAX_DEG = 180  # as daemon.serial_protocol.SERVO_MAX_DEG (this module imports nothing of the daemon)
+
+
 class GateSettings(_Section):
+    """One gate. A servo gate diverts into several bins: ``bin_angles`` maps a bin (a class name, or
+    "reject") to the angle the daemon sends with each actuation; ``rest_angle`` is where items pass by."""
+
     distance_mm: float = Field(gt=0)  # from the upstream (left) edge of the belt region to the gate
     lead_time_ms: float = Field(0.0, ge=0)  # actuator latency: fire this much earlier
     pulse_ms: int = Field(80, ge=1, le=10_000)
+    kind: Literal["solenoid", "servo"] = "solenoid"
+    rest_angle: int | None = Field(None, ge=0, le=SERVO_MAX_DEG)
+    bin_angles: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("bin_angles")
+    @classmethod
+    def _angles_in_range(cls, v: dict[str, int]) -> dict[str, int]:
+        for name, angle in v.items():
+            if not name or not all(c.isalnum() or c in "_-" for c in name):
+                raise ValueError(f"bin name {name!r} must be a word of letters, digits, '_' or '-'")
+            if not 0 <= angle <= SERVO_MAX_DEG:
+                raise ValueError(f"bin_angles.{name} = {angle} must be 0..{SERVO_MAX_DEG} degrees")
+        return v
+
+    @model_validator(mode="after")
+    def _servo_fields_match_kind(self) -> GateSettings:
+        if self.kind == "servo" and (self.rest_angle is None or not self.bin_angles):
+            raise ValueError("a servo gate needs rest_angle and at least one bin in bin_angles")
+        if self.kind == "solenoid" and (self.rest_angle is not None or self.bin_angles):
+            raise ValueError('rest_angle and bin_angles are for kind = "servo" gates only')
+        return self
+
+    def angle_for(self, bin_name: str) -> int | None:
+        """The servo angle for ``bin_name``; a servo gate with a single bin uses it for everything."""
+        if self.kind != "servo":
+            return None
+        if bin_name in self.bin_angles:
+            return self.bin_angles[bin_name]
+        return next(iter(self.bin_angles.values())) if len(self.bin_angles) == 1 else None
 
 
 class SerialSettings(_Section):
@@ -188,6 +224,10 @@ class Settings(BaseSettings):
         # The TOML file arrives as init kwargs; the environment must override it.
         return (env_settings, init_settings)
 
+    def servo_rest_angles(self) -> dict[int, int]:
+        """Servo gate -> rest angle: the actuator sets them at every connect."""
+        return {n: g.rest_angle for n, g in self.gates.items() if g.kind == "servo" and g.rest_angle is not None}
+
     @model_validator(mode="after")
     def _gates_exist(self) -> Settings:
         known = set(self.gates)
@@ -197,6 +237,17 @@ class Settings(BaseSettings):
             if gate not in known:
                 raise ValueError(
                     f"class_to_gate.{cls_name} = {gate} is not defined in [gates] (defined: {sorted(known)})"
+                )
+        for gate, g in self.gates.items():
+            if g.kind != "servo":
+                continue
+            routed = [c for c, n in self.class_to_gate.items() if n == gate]
+            routed += [REJECT_BIN] if gate == self.reject_gate else []
+            missing = [b for b in routed if g.angle_for(b) is None]
+            if missing:
+                raise ValueError(
+                    f"gates.{gate} is a servo gate without bin_angles for {', '.join(missing)} "
+                    f"(bins: {', '.join(sorted(g.bin_angles))}; run: wastesort calibrate gates --jog {gate} ...)"
                 )
         region_mm = self.belt.length_px / self.belt.px_per_mm
         for gate, g in self.gates.items():

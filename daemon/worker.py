@@ -18,7 +18,7 @@ from daemon.detect import BeltDetector
 from daemon.events import ItemEvent, WallClock
 from daemon.metrics import PipelineMetrics
 from daemon.schedule import firing_time
-from daemon.settings import Settings
+from daemon.settings import REJECT_BIN, Settings
 from daemon.track import BeltTracker, ReadyItem
 
 _ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
@@ -117,5 +117,6 @@ class FrameProcessor:
             else:
                 m.rejects[d.reason or "other"] += 1
             m.decision.add(t_decided - item.t_capture)
-            out.append((event, ActuationRequest(item.track_id, d.gate, gate.pulse_ms, due)))
+            angle = gate.angle_for(d.label if d.action == "sort" else REJECT_BIN)  # None: not a servo gate
+            out.append((event, ActuationRequest(item.track_id, d.gate, gate.pulse_ms, due, angle)))
         return out

@@ -217,3 +217,55 @@ def test_a_board_that_misses_the_first_hellos_while_booting_still_connects(sim: 
         assert not any(not up for up, _ in sink.links), "no failed attempt on the way"
     finally:
         act.close()
+
+
+def test_servo_gate_gets_its_rest_angle_at_connect_and_bin_angles_per_item(tmp_path: Path) -> None:
+    sim = SimController(tmp_path / "servo", n_gates=4, servo_gates={4}).start()
+    sink = Sink()
+    s = SerialSettings(port=str(sim.link), reconnect_delay_s=0.05, heartbeat_s=0.3)
+    act = SerialActuator(s, gates_needed=4, on_result=sink.result, on_link=sink.link, servo_rest={4: 15}).start()
+    try:
+        assert act.wait_connected(3)
+        assert sim.rest_angles[4] == 15  # set by the handshake, before any item
+        act.fire(ActuationRequest(1, 4, 120, time.monotonic(), angle=135))  # a servo gate: SERVO, not FIRE
+        act.fire(req(2, 1))  # a solenoid gate: FIRE as before
+        act.fire(ActuationRequest(3, 2, 120, time.monotonic(), angle=90))  # gate 2 is no servo on the controller
+        assert wait_for(lambda: len(sink.results) == 3, 2)
+        by_item = {r.request.item_id: r for r in sink.results}
+        assert by_item[1].error is None and by_item[2].error is None
+        assert by_item[3].error == "nak:not_servo"
+        assert [(m.gate, m.angle_deg, m.hold_ms) for m in sim.moves] == [(4, 15, 0), (4, 135, 120)]
+        assert sim.angles[4] == 135 and [f.gate for f in sim.fires] == [1]
+    finally:
+        act.close()
+        sim.stop()
+
+
+def test_controller_without_the_servo_extension_is_refused(tmp_path: Path) -> None:
+    """Old firmware ignores SERVO (an unknown command): a config with servo gates must not run on it."""
+    sim = SimController(tmp_path / "old", n_gates=4, servo_gates={4})
+    answer = sim.handle_line
+    sim.handle_line = lambda line: None if line.startswith(b"SERVO") else answer(line)  # type: ignore[method-assign]
+    sim.start()
+    sink = Sink()
+    s = SerialSettings(port=str(sim.link), reconnect_delay_s=0.05, ack_timeout_ms=20, retries=1, heartbeat_s=5)
+    act = SerialActuator(s, gates_needed=4, on_result=sink.result, on_link=sink.link, servo_rest={4: 10}).start()
+    try:
+        assert wait_for(lambda: any(not up and "servo extension" in d for up, d in sink.links), 5)
+        assert not act.connected
+    finally:
+        act.close()
+        sim.stop()
+
+
+def test_servo_gate_that_is_a_solenoid_on_the_controller_is_refused(tmp_path: Path) -> None:
+    sim = SimController(tmp_path / "solenoids", n_gates=4).start()
+    sink = Sink()
+    s = SerialSettings(port=str(sim.link), reconnect_delay_s=0.05)
+    act = SerialActuator(s, gates_needed=4, on_result=sink.result, on_link=sink.link, servo_rest={3: 0}).start()
+    try:
+        assert wait_for(lambda: any(not up and "servo gate 3" in d and "not_servo" in d for up, d in sink.links), 3)
+        assert not act.connected
+    finally:
+        act.close()
+        sim.stop()

@@ -118,3 +118,43 @@ def test_missing_secret_files_are_caught_by_check_config(tmp_path: Path) -> None
         load_settings(p)
     assert "mqtt.password_file: Value error, file not found" in str(e.value)
     assert "mqtt.ca_file" in str(e.value)
+
+
+BASE = "reject_gate = 4\n[class_to_gate]\nglass = 2\ntrash = 4\n"
+SOLENOID_2 = "[gates.2]\ndistance_mm = 1100\n"
+SERVO_4 = "[gates.4]\ndistance_mm = 1500\nkind = 'servo'\n"
+
+
+@pytest.mark.parametrize(
+    "toml, expected",
+    [
+        (SOLENOID_2 + SERVO_4 + "bin_angles = {reject = 90}\n", "a servo gate needs rest_angle"),
+        (SOLENOID_2 + SERVO_4 + "rest_angle = 0\n", "a servo gate needs rest_angle and at least one bin"),
+        (SOLENOID_2 + SERVO_4 + "rest_angle = 200\nbin_angles = {reject = 90}\n", "gates.4.rest_angle"),
+        (SOLENOID_2 + SERVO_4 + "rest_angle = 0\nbin_angles = {reject = 181}\n", "bin_angles.reject = 181 must be 0..180"),
+        (SOLENOID_2 + SERVO_4 + "rest_angle = 0\nbin_angles = {trash = 60, glass = 120}\n",
+         "gates.4 is a servo gate without bin_angles for reject"),
+        (SOLENOID_2 + "rest_angle = 10\n" + SERVO_4 + "rest_angle = 0\nbin_angles = {reject = 9}\n",
+         'for kind = "servo" gates only'),
+        (SOLENOID_2 + "kind = 'flap'\n[gates.4]\ndistance_mm = 1500\n", "gates.2.kind"),
+    ],
+)
+def test_bad_servo_gates_give_a_clear_error(tmp_path: Path, toml: str, expected: str) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(BASE + toml)
+    with pytest.raises(ConfigError, match="invalid configuration") as e:
+        load_settings(p)
+    assert expected in str(e.value)
+
+
+def test_servo_gate_angles_per_bin(tmp_path: Path) -> None:
+    s = load_settings(EXAMPLE, gates={"1": {"distance_mm": 900}, "2": {"distance_mm": 1100},
+                                      "3": {"distance_mm": 1300, "kind": "servo", "rest_angle": 5,
+                                            "bin_angles": {"metal": 45, "plastic": 135}},
+                                      "4": {"distance_mm": 1500, "kind": "servo", "rest_angle": 0,
+                                            "bin_angles": {"reject": 100}}})
+    assert s.gates[3].angle_for("metal") == 45 and s.gates[3].angle_for("plastic") == 135
+    assert s.gates[3].angle_for("glass") is None  # two bins: no guessing
+    assert s.gates[4].angle_for("trash") == 100 and s.gates[4].angle_for("reject") == 100  # one bin takes all
+    assert s.gates[1].angle_for("paper") is None  # a solenoid
+    assert s.servo_rest_angles() == {3: 5, 4: 0}
