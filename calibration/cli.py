@@ -20,6 +20,7 @@ from calibration.errors import CalibrationError
 from calibration.preview import Preview
 from calibration.report import default_report_path, save_report, to_jsonable
 from calibration.sources import IMAGE_SUFFIXES, FrameSource
+from daemon.settings import SerialSettings, Settings
 
 DEFAULT_CONFIG = Path("/etc/wastesort/wastesort.toml")
 
@@ -89,7 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="distance from the region's upstream edge to the gate (repeatable)")
     gt.add_argument("--lead-time", action="append", default=[], metavar="GATE=MS", help="actuator lead time (repeatable)")
     gt.add_argument("--pulse", action="append", default=[], metavar="GATE=MS", help="gate pulse length (repeatable)")
-    gt.add_argument("--jog", action="store_true", help="jog a servo gate's angle (needs protocol support)")
+    gt.add_argument("--jog", type=int, default=None, metavar="GATE",
+                    help="move this servo gate through --angles (SERVO extension of the protocol)")
+    gt.add_argument("--angles", "--angle", dest="angles", default=None, metavar="DEG[,DEG...]",
+                    help="with --jog: angles to visit, e.g. 45 or 30,90,150")
+    gt.add_argument("--bin-names", default=None, metavar="BIN[,BIN...]",
+                    help="with --jog: the bin each angle diverts into (a class name or 'reject'); "
+                         "saves gates.N.kind = servo and gates.N.bin_angles")
+    gt.add_argument("--rest", type=int, default=None, metavar="DEG",
+                    help="with --jog: the angle where items pass by (default: gates.N.rest_angle); saved")
+    gt.add_argument("--hold-s", type=float, default=1.0, help="with --jog: how long to stay at each angle")
     return p
 
 
@@ -234,13 +244,14 @@ def _previewed(frames: Any, preview: Preview) -> Any:
 
 def _step_gates(args: argparse.Namespace, _preview: Preview) -> tuple[Any, Updates, list[str]]:
     cfg = read_config(args.config)
-    if args.jog:
-        raise CalibrationError(gates.JOG_UNSUPPORTED.format(version=cfg.serial.protocol_version))
+    if args.jog is None and (args.angles or args.bin_names or args.rest is not None):
+        raise CalibrationError("--angles, --bin-names and --rest go with --jog GATE")
     distances = gates.parse_gate_values(args.distance, "--distance")
     leads = gates.parse_gate_values(args.lead_time, "--lead-time")
     pulses = gates.parse_gate_values(args.pulse, "--pulse")
-    if args.fire is None and not (distances or leads or pulses):
-        raise CalibrationError("nothing to do: pass --fire all|1,3 and/or --distance/--lead-time/--pulse GATE=VALUE")
+    if args.fire is None and args.jog is None and not (distances or leads or pulses):
+        raise CalibrationError("nothing to do: pass --fire all|1,3, --jog GATE --angles DEG,... "
+                               "and/or --distance/--lead-time/--pulse GATE=VALUE")
     for g, d in distances.items():
         if d <= 0:
             raise CalibrationError(f"--distance for gate {g} must be positive, got {d}")
@@ -260,6 +271,10 @@ def _step_gates(args: argparse.Namespace, _preview: Preview) -> tuple[Any, Updat
         updates[f"gates.{g}.pulse_ms"] = int(v)
     lines: list[str] = []
     result: gates.GateTestResult | None = None
+    if args.jog is not None:
+        if args.fire is not None:
+            raise CalibrationError("run --fire and --jog separately")
+        result = _jog(args, cfg, distances, updates, lines)
     if args.fire is not None:
         if args.fire.strip().lower() == "all":
             to_fire = sorted(cfg.gates)
@@ -272,13 +287,11 @@ def _step_gates(args: argparse.Namespace, _preview: Preview) -> tuple[Any, Updat
             raise CalibrationError(f"--fire: gate numbers start at 1, got {args.fire!r}")
         if args.repeat < 1:
             raise CalibrationError("--repeat must be at least 1")
-        fires = [
-            (g, args.pulse_ms or int(pulses.get(g, cfg.gates[g].pulse_ms if g in cfg.gates else 80))) for g in to_fire
+        fires: list[gates.Command] = [
+            (g, args.pulse_ms or int(pulses.get(g, cfg.gates[g].pulse_ms if g in cfg.gates else 80)), None)
+            for g in to_fire
         ]
-        serial_settings = cfg.serial.model_copy(
-            update={k: v for k, v in {"port": args.port, "baud": args.baud}.items() if v is not None}
-        )
-        result = gates.fire_gates(serial_settings, fires, repeat=args.repeat, interval_s=args.interval_s,
+        result = gates.fire_gates(_serial_settings(args, cfg), fires, repeat=args.repeat, interval_s=args.interval_s,
                                   connect_timeout_s=args.connect_timeout_s)
         lines.append(f"controller on {result.port}: protocol {result.protocol_version}, {result.controller_gates} gates")
         for o in result.outcomes:
@@ -288,6 +301,49 @@ def _step_gates(args: argparse.Namespace, _preview: Preview) -> tuple[Any, Updat
             else:
                 lines.append(f"gate {o.gate}: FAILED ({o.error})")
     return result, updates, lines
+
+
+def _serial_settings(args: argparse.Namespace, cfg: Settings) -> SerialSettings:
+    """The config's [serial] with --port/--baud applied."""
+    return cfg.serial.model_copy(update={k: v for k, v in {"port": args.port, "baud": args.baud}.items() if v is not None})
+
+
+def _jog(args: argparse.Namespace, cfg: Settings, distances: dict[int, float], updates: Updates,
+         lines: list[str]) -> gates.GateTestResult:
+    """--jog GATE --angles ...: move the servo through the angles; with --bin-names/--rest, save them."""
+    gate = args.jog
+    if args.angles is None:
+        raise CalibrationError("--jog needs --angles DEG[,DEG...] (e.g. --jog 4 --angles 30,90,150)")
+    angles = gates.parse_angles(args.angles)
+    bins = [b.strip() for b in args.bin_names.split(",")] if args.bin_names else []
+    if bins and len(bins) != len(angles):
+        raise CalibrationError(f"--bin-names names {len(bins)} bins for {len(angles)} --angles: give one per angle")
+    known = cfg.gates.get(gate)
+    rest = args.rest if args.rest is not None else (known.rest_angle if known is not None else None)
+    save = bool(bins) or args.rest is not None
+    if save:
+        if known is None and gate not in distances:
+            raise CalibrationError(f"gate {gate} is not in [gates]; give its --distance too")
+        if rest is None:
+            raise CalibrationError(f"gate {gate} has no rest_angle yet: give --rest DEG (where items pass by)")
+    result = gates.jog_servo(_serial_settings(args, cfg), gate, angles, rest=rest, hold_s=args.hold_s,
+                             connect_timeout_s=args.connect_timeout_s)
+    lines.append(f"controller on {result.port}: protocol {result.protocol_version}, {result.controller_gates} gates")
+    for o in result.outcomes:
+        lines.append(f"gate {o.gate}: at {o.angle} deg" if o.ok else f"gate {o.gate}: {o.angle} deg FAILED ({o.error})")
+    if any(o.error == "ack_timeout" for o in result.outcomes):
+        lines.append("note: no answer to SERVO: a controller without the servo extension ignores it (flash "
+                     "firmware/gate_controller)")
+    if not save:
+        return result
+    if not result.all_ok:
+        lines.append(f"gate {gate}: angles not saved (a move failed)")
+        return result
+    updates[f"gates.{gate}.kind"] = "servo"
+    updates[f"gates.{gate}.rest_angle"] = rest
+    for name, angle in zip(bins, angles):
+        updates[f"gates.{gate}.bin_angles.{name}"] = angle
+    return result
 
 
 STEPS = {"camera": _step_camera, "scale": _step_scale, "belt": _step_belt, "gates": _step_gates}

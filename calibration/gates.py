@@ -1,8 +1,8 @@
-"""Gates step: test-fire each gate through the daemon's own serial actuator; set distances and lead times.
+"""Gates step: test-fire each gate through the daemon's own serial actuator; set distances and lead times;
+jog a servo gate through its bin angles.
 
-The FIRE/ACK exchange, retries and handshake are exactly the daemon's (daemon.actuator,
-daemon.serial_protocol), so a gate that fires here fires in production. Protocol version 1
-has no command to move a servo to an angle: see docs/calibration.md ("Servo angles").
+The FIRE/SERVO exchange, ACK, retries and handshake are exactly the daemon's (daemon.actuator,
+daemon.serial_protocol), so a gate that fires or moves here does so in production.
 """
 
 from __future__ import annotations
@@ -17,12 +17,7 @@ from daemon.actuation import ActuationRequest, ActuationResult
 from daemon.actuator import SerialActuator
 from daemon.settings import SerialSettings
 
-JOG_UNSUPPORTED = (
-    "servo jogging is not possible: serial protocol version {version} only has HELLO, PING and "
-    "FIRE <seq> <gate> <duration_ms>; there is no command to move a servo to an angle or to store "
-    "one. Set the open/closed angles in the firmware (firmware/gate_controller/config.h) and see "
-    "docs/calibration.md, section 'Servo angles', for the protocol extension this needs."
-)
+Command = tuple[int, int, int | None]  # gate, duration_ms (servo: hold_ms, 0 = stay), servo angle or None
 
 
 @dataclass(frozen=True)
@@ -35,6 +30,7 @@ class FireOutcome:
     error: str | None
     attempts: int
     ack_ms: float | None  # from writing FIRE to reading its ACK
+    angle: int | None = None  # a SERVO move to this angle instead of a FIRE
 
 
 @dataclass(frozen=True)
@@ -66,21 +62,48 @@ def parse_gate_values(items: list[str], what: str) -> dict[int, float]:
     return out
 
 
+def parse_angles(text: str) -> list[int]:
+    """``"30,90,150"`` -> [30, 90, 150]; range checks are the controller's (it NAKs bad_angle)."""
+    try:
+        angles = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CalibrationError(f"--angles takes whole degrees such as 45 or 30,90,150, got {text!r}") from None
+    if not angles or min(angles) < 0:
+        raise CalibrationError(f"--angles takes whole degrees from 0 up, got {text!r}")
+    return angles
+
+
+def jog_servo(
+    serial: SerialSettings, gate: int, angles: list[int], *, rest: int | None, hold_s: float,
+    connect_timeout_s: float = 3.0,
+) -> GateTestResult:
+    """Move ``gate``'s servo to each angle and keep it there ``hold_s`` (look where it points), then back to
+    ``rest``. Each move is a SERVO with hold 0, so the servo stays put while the technician looks."""
+    commands: list[Command] = [(gate, 0, a) for a in angles] + ([(gate, 0, rest)] if rest is not None else [])
+    servo_rest = {gate: rest} if rest is not None else None  # the daemon's connect check: a servo gate?
+    return fire_gates(serial, commands, interval_s=hold_s, connect_timeout_s=connect_timeout_s,
+                      servo_rest=servo_rest)
+
+
 def fire_gates(
     serial: SerialSettings,
-    fires: list[tuple[int, int]],
+    fires: list[Command],
     *,
     repeat: int = 1,
     interval_s: float = 0.5,
     connect_timeout_s: float = 3.0,
+    servo_rest: dict[int, int] | None = None,
 ) -> GateTestResult:
-    """Open the port with the daemon's actuator and fire each (gate, duration_ms), waiting for every ACK."""
+    """Open the port with the daemon's actuator and send each (gate, duration_ms, angle), waiting for every ACK.
+
+    With an angle the command is the servo move (SERVO) the daemon sends for a servo gate's bin.
+    """
     port_path = Path(serial.port)
     if serial.port.startswith("/") and not port_path.exists():
         raise CalibrationError(
             f"serial port {serial.port} does not exist: is the controller plugged in? (ls /dev/serial/by-id/)"
         )
-    needed = max(g for g, _ in fires)
+    needed = max(c[0] for c in fires)
     link_messages: list[str] = []
     results: dict[int, ActuationResult] = {}
     done = threading.Condition()
@@ -94,7 +117,8 @@ def fire_gates(
         if not up:
             link_messages.append(message)
 
-    actuator = SerialActuator(serial, gates_needed=needed, on_result=on_result, on_link=on_link).start()
+    actuator = SerialActuator(serial, gates_needed=needed, on_result=on_result, on_link=on_link,
+                              servo_rest=servo_rest).start()
     try:
         if not actuator.wait_connected(connect_timeout_s):
             detail = link_messages[-1] if link_messages else f"no banner within {connect_timeout_s:g} s"
@@ -110,17 +134,18 @@ def fire_gates(
         outcomes: list[FireOutcome] = []
         item_id = 0
         for _ in range(repeat):
-            for gate, duration in fires:
+            for gate, duration, angle in fires:
                 item_id += 1
-                actuator.fire(ActuationRequest(item_id=item_id, gate=gate, duration_ms=duration, due=time.monotonic()))
+                actuator.fire(ActuationRequest(item_id=item_id, gate=gate, duration_ms=duration, due=time.monotonic(),
+                                               angle=angle))
                 with done:
                     done.wait_for(lambda i=item_id: i in results, timeout=wait_s)
                 r = results.get(item_id)
                 if r is None:
-                    outcomes.append(FireOutcome(gate, duration, False, "no_result", 0, None))
+                    outcomes.append(FireOutcome(gate, duration, False, "no_result", 0, None, angle))
                 else:
                     ack_ms = (r.acked - r.sent) * 1000 if r.acked is not None and r.sent is not None else None
-                    outcomes.append(FireOutcome(gate, duration, r.error is None, r.error, r.attempts, ack_ms))
+                    outcomes.append(FireOutcome(gate, duration, r.error is None, r.error, r.attempts, ack_ms, angle))
                 time.sleep(max(interval_s, duration / 1000))
         return GateTestResult(serial.port, banner.version, banner.n_gates, outcomes)
     finally:

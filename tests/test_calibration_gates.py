@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import tty
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from calibration.cli import main
 from daemon.cli import cmd_check_config
 from daemon.settings import load_settings
 from daemon.sim_controller import SimController
+from daemon_fixtures import wait_for
 from test_calibration_config import make_config
 
 
@@ -102,11 +104,94 @@ def test_silent_device_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
         os.close(slave)
 
 
-def test_jog_explains_what_the_protocol_lacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def servo_controller(tmp_path: Path) -> Iterator[SimController]:
+    sim = SimController(tmp_path / "servo-controller", n_gates=4, servo_gates={3, 4}).start()
+    yield sim
+    sim.stop()
+
+
+def test_jog_saves_bin_angles_the_daemon_accepts(tmp_path: Path, servo_controller: SimController,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     cfg = make_config(tmp_path)
-    assert main(["gates", "--config", str(cfg), "--jog"]) == 2
+    argv = ["gates", "--config", str(cfg), "--port", str(servo_controller.link), "--jog", "3",
+            "--angles", "40,140", "--bin-names", "metal,plastic", "--rest", "90", "--hold-s", "0.05"]
+    assert main(argv) == 0
+    # Connect check (rest), each bin angle, back to rest: all SERVO with hold 0, so the servo stays put.
+    assert [(m.gate, m.angle_deg, m.hold_ms) for m in servo_controller.moves] == \
+        [(3, 90, 0), (3, 40, 0), (3, 140, 0), (3, 90, 0)]
+    assert servo_controller.angles[3] == 90 and servo_controller.fires == []
+    out = capsys.readouterr().out
+    assert "gate 3: at 40 deg" in out and "gates.3.bin_angles.plastic: (unset) -> 140" in out
+    s = load_settings(cfg)
+    g = s.gates[3]
+    assert (g.kind, g.rest_angle, g.bin_angles) == ("servo", 90, {"metal": 40, "plastic": 140})
+    assert g.distance_mm == 1300  # untouched
+    assert cmd_check_config(cfg) == 0
+
+    # The daemon's actuator then sends each item's bin angle, and sets the rest angle at connect.
+    from daemon.actuation import ActuationRequest
+    from daemon.actuator import SerialActuator
+
+    results = []
+    act = SerialActuator(s.serial.model_copy(update={"port": str(servo_controller.link)}), 4,
+                         on_result=results.append, on_link=lambda *_: None,
+                         servo_rest=s.servo_rest_angles()).start()
+    try:
+        assert act.wait_connected(3)
+        act.fire(ActuationRequest(1, 3, g.pulse_ms, time.monotonic(), g.angle_for("plastic")))
+        assert wait_for(lambda: len(results) == 1, 2) and results[0].error is None
+    finally:
+        act.close()
+    assert [(m.angle_deg, m.hold_ms) for m in servo_controller.moves[-2:]] == [(90, 0), (140, 80)]
+
+
+def test_jog_single_angle_moves_without_saving(tmp_path: Path, servo_controller: SimController) -> None:
+    cfg = make_config(tmp_path)
+    before = cfg.read_text()
+    assert main(["gates", "--config", str(cfg), "--port", str(servo_controller.link), "--jog", "4",
+                 "--angle", "75", "--hold-s", "0"]) == 0
+    assert [(m.gate, m.angle_deg) for m in servo_controller.moves] == [(4, 75)]  # no rest known: stays there
+    assert cfg.read_text() == before
+
+
+def test_jog_to_bad_angle_or_solenoid_gate_is_refused(tmp_path: Path, servo_controller: SimController,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = make_config(tmp_path)
+    before = cfg.read_text()
+    base = ["gates", "--config", str(cfg), "--port", str(servo_controller.link), "--hold-s", "0"]
+    assert main(base + ["--jog", "4", "--angles", "30,190", "--bin-names", "trash,reject", "--rest", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "gate 4: 190 deg FAILED (nak:bad_angle)" in out and "angles not saved" in out
+    assert main(base + ["--jog", "2", "--angles", "30", "--bin-names", "glass", "--rest", "0"]) == 2
+    assert "controller refused servo gate 2 at 0 deg: not_servo" in capsys.readouterr().err
+    assert main(base + ["--jog", "2", "--angles", "30"]) == 1  # no rest: the move itself is refused
+    assert "FAILED (nak:not_servo)" in capsys.readouterr().out
+    assert cfg.read_text() == before
+    assert [(m.gate, m.angle_deg) for m in servo_controller.moves] == [(4, 0), (4, 30), (4, 0)]
+
+
+def test_jog_against_firmware_without_the_extension_explains(tmp_path: Path, controller: SimController,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    answer = controller.handle_line
+    monkeypatch.setattr(controller, "handle_line", lambda line: None if line.startswith(b"SERVO") else answer(line))
+    cfg = make_config(tmp_path)
+    assert main(["gates", "--config", str(cfg), "--port", str(controller.link), "--jog", "4", "--angles", "30",
+                 "--hold-s", "0"]) == 1
+    assert "without the servo extension" in capsys.readouterr().out
+
+
+def test_jog_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = make_config(tmp_path)
+    assert main(["gates", "--config", str(cfg), "--jog", "4"]) == 2
+    assert main(["gates", "--config", str(cfg), "--jog", "4", "--angles", "1,2", "--bin-names", "a"]) == 2
+    assert main(["gates", "--config", str(cfg), "--jog", "4", "--angles", "x"]) == 2
+    assert main(["gates", "--config", str(cfg), "--jog", "3", "--angles", "40", "--bin-names", "metal"]) == 2
+    assert main(["gates", "--config", str(cfg), "--angles", "40"]) == 2
     err = capsys.readouterr().err
-    assert "no command to move a servo to an angle" in err and "docs/calibration.md" in err
+    assert "--jog needs --angles" in err and "one per angle" in err and "whole degrees" in err
+    assert "has no rest_angle yet: give --rest" in err and "go with --jog GATE" in err
 
 
 def test_nonsense_values_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
