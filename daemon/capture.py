@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import structlog
 
+from daemon.camera_controls import apply_controls, configured_controls, describe_ignored
 from daemon.metrics import PipelineMetrics
 from daemon.settings import CameraSettings
 
@@ -149,6 +150,9 @@ class CaptureThread:
         return self._kind in ("camera", "stream")
 
     def start(self) -> CaptureThread:
+        if self._kind != "camera" and configured_controls(self._s):
+            log.info("camera_controls_not_applied", source=self._s.source, kind=self._kind,
+                     why="exposure, white balance and resolution are only set on a live camera")
         self._thread.start()
         return self
 
@@ -172,8 +176,24 @@ class CaptureThread:
             raise OSError(f"cannot open camera source {src!r}")
         if self.is_live:
             vc.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep the driver from queueing stale frames (if supported)
+        if self._kind == "camera":
+            self._apply_controls(vc)
         fps = vc.get(cv2.CAP_PROP_FPS)
         return vc, fps if 1 <= fps <= 1000 else 30.0
+
+    def _apply_controls(self, cap: cv2.VideoCapture) -> None:
+        """Re-apply the configured [camera] controls: a camera that lost power is back on auto exposure."""
+        controls = configured_controls(self._s)
+        if not controls:
+            return
+        reports = apply_controls(cap, controls)
+        ignored = describe_ignored(reports)
+        if ignored is None:
+            log.info("camera_controls_applied", source=self._s.source, controls=controls)
+            return
+        log.warning("camera_controls_ignored", source=self._s.source,
+                    ignored=[r.name for r in reports if not r.applied], detail=ignored)
+        self._on_alert("camera_controls_ignored", f"source {self._s.source!r}: {ignored}")
 
     def _run(self) -> None:
         try:

@@ -28,6 +28,26 @@ class CameraSettings(_Section):
     reconnect_delay_s: float = Field(1.0, gt=0)
     reconnect_max_delay_s: float = Field(10.0, gt=0)
     max_failures: int = Field(0, ge=0)  # consecutive failed opens before giving up; 0 = retry forever
+    # Live cameras only, re-applied at every (re)open (V4L2 forgets them on power loss); unset = the
+    # driver's choice. exposure and white_balance_temperature are in the driver's units.
+    width: int | None = Field(None, ge=1)
+    height: int | None = Field(None, ge=1)
+    fps: float | None = Field(None, gt=0)
+    auto_exposure: bool | None = None
+    exposure: float | None = None
+    auto_white_balance: bool | None = None
+    white_balance_temperature: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _manual_values_need_manual_mode(self) -> CameraSettings:
+        if self.exposure is not None and self.auto_exposure:
+            raise ValueError("camera.exposure is set but camera.auto_exposure = true would override it")
+        if self.white_balance_temperature is not None and self.auto_white_balance:
+            raise ValueError("camera.white_balance_temperature is set but camera.auto_white_balance = true "
+                             "would override it")
+        if (self.width is None) != (self.height is None):
+            raise ValueError("set camera.width and camera.height together")
+        return self
 
 
 class BeltSettings(_Section):

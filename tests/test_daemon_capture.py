@@ -198,3 +198,42 @@ def test_live_camera_that_drops_out_is_reopened_with_alerts(monkeypatch) -> None
     assert m.camera_failures == 2
     indices = [f.index for f in got]
     assert indices == sorted(indices) and len(set(indices)) == len(indices)  # numbering continues
+
+
+def test_camera_controls_are_reapplied_at_every_reopen_and_ignored_values_alerted(tmp_path: Path, monkeypatch) -> None:
+    """A video file opened as if it were a camera: it 'fails' at its end and is reopened like an unplugged
+    camera. OpenCV ignores exposure for files, so each (re)open must produce the driver-ignored warning."""
+    import structlog
+
+    from daemon import capture
+
+    video = write_video(tmp_path / "cam.avi", 3)
+    monkeypatch.setattr(capture, "classify_source", lambda source: "camera")
+    slot, m, alerts = FrameSlot(), PipelineMetrics(), Alerts()
+    s = CameraSettings(source=str(video), auto_exposure=False, exposure=120.0, width=160, height=120,
+                       reconnect_delay_s=0.05, reconnect_max_delay_s=0.05)
+    cap = CaptureThread(s, slot, m, alerts)
+    assert cap.is_live
+    with structlog.testing.capture_logs() as logs:
+        cap.start()
+        assert wait_for(lambda: sum(k == "camera_controls_ignored" for k, _ in alerts.items) >= 2, 5)
+        cap.stop()
+    kinds = [k for k, _ in alerts.items]
+    first = kinds.index("camera_controls_ignored")
+    assert "camera_lost" in kinds[first:]  # the second one came with a reopen
+    message = dict(alerts.items)["camera_controls_ignored"]
+    assert "camera.exposure (requested 120, read back 0)" in message and "camera.auto_exposure" in message
+    assert "camera.width" not in message  # the file's real size reads back as requested
+    warnings = [e for e in logs if e["event"] == "camera_controls_ignored"]
+    assert len(warnings) >= 2 and warnings[0]["log_level"] == "warning"
+    assert set(warnings[0]["ignored"]) == {"auto_exposure", "exposure"}
+
+
+def test_camera_controls_are_not_applied_to_files(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "v.avi", 5)
+    slot, m, alerts = FrameSlot(), PipelineMetrics(), Alerts()
+    s = CameraSettings(source=str(video), realtime=False, exposure=120.0, auto_exposure=False)
+    cap = CaptureThread(s, slot, m, alerts).start()
+    assert len(consume(slot, 0)) == 5
+    cap.join(5)
+    assert alerts.items == []

@@ -158,3 +158,25 @@ def test_servo_gate_angles_per_bin(tmp_path: Path) -> None:
     assert s.gates[4].angle_for("trash") == 100 and s.gates[4].angle_for("reject") == 100  # one bin takes all
     assert s.gates[1].angle_for("paper") is None  # a solenoid
     assert s.servo_rest_angles() == {3: 5, 4: 0}
+
+
+def test_camera_controls_validate(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[camera]\nsource = '/dev/video0'\nwidth = 1280\nheight = 720\nfps = 30\nauto_exposure = false\n"
+                 "exposure = 156\nauto_white_balance = false\nwhite_balance_temperature = 4600\n")
+    c = load_settings(p).camera
+    assert (c.width, c.height, c.fps, c.auto_exposure, c.exposure) == (1280, 720, 30.0, False, 156.0)
+    assert (c.auto_white_balance, c.white_balance_temperature) == (False, 4600.0)
+    assert load_settings(EXAMPLE).camera.exposure is None  # unset: the driver decides
+    for toml, expected in [
+        ("exposure = 100\nauto_exposure = true\n", "camera.auto_exposure = true would override it"),
+        ("white_balance_temperature = 5000\nauto_white_balance = true\n", "auto_white_balance = true would"),
+        ("width = 640\n", "set camera.width and camera.height together"),
+        ("fps = 0\n", "camera.fps"),
+        ("white_balance_temperature = -1\n", "camera.white_balance_temperature"),
+        ("auto_exposure = 'maybe'\n", "camera.auto_exposure"),
+    ]:
+        p.write_text("[camera]\n" + toml)
+        with pytest.raises(ConfigError) as e:
+            load_settings(p)
+        assert expected in str(e.value), (toml, str(e.value))
