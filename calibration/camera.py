@@ -11,6 +11,7 @@ import numpy as np
 from calibration.errors import CalibrationError
 from calibration.preview import Preview
 from calibration.sources import FrameSource
+from daemon.camera_controls import ControlReport, ControlValue, PropertyDevice, apply_controls
 
 Region = tuple[int, int, int, int]  # x, y, width, height in pixels, as belt.region
 MIN_REGION_PX = 16  # the daemon's own lower bound for belt.region width and height
@@ -83,41 +84,23 @@ def measure_quality(image: np.ndarray, min_sharpness: float = 50.0) -> ImageQual
     return ImageQuality(sharpness, brightness, dark, bright, warnings)
 
 
-@dataclass(frozen=True)
-class ControlReport:
-    """One camera control we tried to set, and what the driver reported back."""
-
-    name: str
-    requested: float
-    read_back: float
-    applied: bool
-
-
-def _set_and_read(cap: cv2.VideoCapture, prop: int, name: str, value: float) -> ControlReport:
-    cap.set(prop, value)
-    back = float(cap.get(prop))
-    return ControlReport(name, value, back, abs(back - value) <= max(1e-3, abs(value) * 0.02))
-
-
 def lock_controls(
-    cap: cv2.VideoCapture, exposure: float | None, white_balance_k: float | None
-) -> list[ControlReport]:
+    cap: PropertyDevice, exposure: float | None, white_balance_k: float | None
+) -> tuple[dict[str, ControlValue], list[ControlReport]]:
     """Switch auto exposure / auto white balance off and pin the values (current ones when None).
 
-    Drivers silently ignore controls they lack; every value is read back so the report says so.
+    Uses the daemon's own control code (daemon.camera_controls), which re-applies the saved values
+    at every camera open. Returns the controls requested (named as in [camera]) and the read-back of each.
     """
-    reports: list[ControlReport] = []
-    current_exposure = float(cap.get(cv2.CAP_PROP_EXPOSURE))
-    manual = _set_and_read(cap, cv2.CAP_PROP_AUTO_EXPOSURE, "auto_exposure(manual=1)", 1.0)
-    if not manual.applied:  # older V4L2 mapping in OpenCV: 0.25 = manual
-        manual = _set_and_read(cap, cv2.CAP_PROP_AUTO_EXPOSURE, "auto_exposure(manual=0.25)", 0.25)
-    reports.append(manual)
-    reports.append(_set_and_read(cap, cv2.CAP_PROP_EXPOSURE, "exposure", exposure if exposure is not None else current_exposure))
-    current_wb = float(cap.get(cv2.CAP_PROP_WB_TEMPERATURE))
-    reports.append(_set_and_read(cap, cv2.CAP_PROP_AUTO_WB, "auto_white_balance", 0.0))
-    wb = white_balance_k if white_balance_k is not None else current_wb
-    reports.append(_set_and_read(cap, cv2.CAP_PROP_WB_TEMPERATURE, "white_balance_temperature", wb))
-    return reports
+    wb = white_balance_k if white_balance_k is not None else float(cap.get(cv2.CAP_PROP_WB_TEMPERATURE))
+    wanted: dict[str, ControlValue] = {
+        "auto_exposure": False,
+        "exposure": exposure if exposure is not None else float(cap.get(cv2.CAP_PROP_EXPOSURE)),
+        "auto_white_balance": False,
+    }
+    if wb > 0:  # a driver without a colour temperature control reports 0 or -1: nothing to pin
+        wanted["white_balance_temperature"] = wb
+    return wanted, apply_controls(cap, wanted)
 
 
 @dataclass(frozen=True)
@@ -134,6 +117,7 @@ class CameraResult:
     quality: ImageQuality
     controls: list[ControlReport]
     controls_note: str | None
+    camera_settings: dict[str, ControlValue]  # [camera] keys to save: resolution and the controls the driver took
 
 
 def calibrate_camera(
@@ -153,18 +137,22 @@ def calibrate_camera(
         raise CalibrationError("--frames must be at least 1")
     controls: list[ControlReport] = []
     note: str | None = None
+    to_save: dict[str, ControlValue] = {}
     if lock or exposure is not None or white_balance_k is not None:
         if source.kind == "camera" and source.capture is not None:
-            controls = lock_controls(source.capture, exposure, white_balance_k)
+            wanted, controls = lock_controls(source.capture, exposure, white_balance_k)
+            to_save = {c.name: wanted[c.name] for c in controls if c.applied}
             ignored = [c.name for c in controls if not c.applied]
             if ignored:
-                note = "the camera driver ignored: " + ", ".join(ignored)
+                note = "the camera driver ignored: " + ", ".join(ignored) + " (not saved)"
         else:
             note = f"{source.kind} source: exposure and white balance cannot be locked (only on a live camera)"
     images = [f.image for f in source.frames(limit=frames)]
     if not images:
         raise CalibrationError(f"{source.source!r} delivered no frame")
     shape = images[0].shape
+    if source.kind == "camera":  # belt.region is in pixels of this resolution: keep the camera at it
+        to_save = {"width": int(shape[1]), "height": int(shape[0]), **to_save}
     if region is None:
         picked = preview.select_region(images[-1]) if preview is not None else None
         if picked is None:
@@ -194,4 +182,5 @@ def calibrate_camera(
         quality=measure_quality(background),
         controls=controls,
         controls_note=note,
+        camera_settings=to_save,
     )

@@ -131,9 +131,12 @@ def _step_camera(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updat
         lines.append(f"camera control {ctl.name}: requested {ctl.requested:g}, read back {ctl.read_back:g} ({state})")
     if result.controls_note:
         lines.append(f"note: {result.controls_note}")
-    if result.controls and all(c.applied for c in result.controls):
-        lines.append("note: camera controls reset on power loss; re-run --lock after a camera change")
+    if result.controls and any(c.applied for c in result.controls):
+        lines.append("note: the daemon re-applies the saved camera.* controls at every camera open (they "
+                     "reset on power loss); re-run --lock after a camera change")
     updates: Updates = {"belt.region": list(result.region)}
+    for name, value in result.camera_settings.items():
+        updates[f"camera.{name}"] = value
     if bg_path is not None:
         updates["detect.background_image"] = str(bg_path)
         lines.append(f"empty-belt background: {bg_path}" + (" (dry run: not saved)" if args.dry_run else ""))

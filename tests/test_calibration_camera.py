@@ -12,6 +12,7 @@ from calibration import preview
 from calibration.camera import measure_quality
 from calibration.cli import main
 from daemon.detect import BeltDetector
+from daemon.cli import cmd_check_config
 from daemon.settings import DetectSettings, load_settings
 from test_calibration_config import make_config
 
@@ -184,12 +185,90 @@ def test_lock_reads_back_and_reports_ignored_controls() -> None:
     from calibration.camera import lock_controls
 
     cam = DriverStandIn()
-    reports = {r.name: r for r in lock_controls(cam, exposure=None, white_balance_k=5000.0)}  # type: ignore[arg-type]
-    assert reports["auto_exposure(manual=1)"].applied and cam.values[cv2.CAP_PROP_AUTO_EXPOSURE] == 1.0
-    assert reports["exposure"].applied and reports["exposure"].requested == 156.0  # locked at the current value
-    assert not reports["auto_white_balance"].applied and reports["auto_white_balance"].read_back == 1.0
-    assert not reports["white_balance_temperature"].applied
-    assert reports["white_balance_temperature"].read_back == 4600.0
+    wanted, reports = lock_controls(cam, exposure=None, white_balance_k=5000.0)  # type: ignore[arg-type]
+    by_name = {r.name: r for r in reports}
+    assert by_name["auto_exposure"].applied and cam.values[cv2.CAP_PROP_AUTO_EXPOSURE] == 1.0
+    assert by_name["exposure"].applied and wanted["exposure"] == 156.0  # locked at the current value
+    assert not by_name["auto_white_balance"].applied and by_name["auto_white_balance"].read_back == 1.0
+    assert not by_name["white_balance_temperature"].applied
+    assert by_name["white_balance_temperature"].read_back == 4600.0
+
+
+def belt_video(path: Path, n: int = 6) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (W, H))
+    for i in range(n):
+        writer.write(with_item(scene(), 20 + i * 30))
+    writer.release()
+    return path
+
+
+def test_lock_on_a_synthetic_camera_saves_nothing_the_driver_ignored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real video opened as a camera: OpenCV's file backend takes no CAP_PROP set and reads back 0."""
+    from calibration import sources
+
+    video = belt_video(tmp_path / "cam.avi")
+    monkeypatch.setattr(sources, "source_kind", lambda source: "camera")
+    cfg = make_config(tmp_path)
+    argv = ["camera", "--config", str(cfg), "--source", str(video), "--region", "0,60,320,120", "--frames", "6",
+            "--lock", "--exposure", "120", "--white-balance", "5200"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "camera control exposure: requested 120, read back 0 (IGNORED by the driver)" in out
+    assert "camera control white_balance_temperature: requested 5200, read back 0 (IGNORED" in out
+    assert "the camera driver ignored: auto_exposure, exposure, white_balance_temperature (not saved)" in out
+    c = load_settings(cfg).camera
+    assert c.exposure is None and c.auto_exposure is None and c.white_balance_temperature is None
+    assert c.auto_white_balance is False  # 0 requested, 0 read back: taken
+    assert (c.width, c.height) == (W, H)  # the resolution belt.region was measured at
+    assert cmd_check_config(cfg) == 0
+
+
+OPENCV_VIDEO_CAPTURE = cv2.VideoCapture  # the real one, before a test replaces it
+
+
+class SyntheticCamera(DriverStandIn):
+    """Real frames from a video file behind the stand-in driver (exposure honoured, white balance ignored)."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        self._video = OPENCV_VIDEO_CAPTURE(source)
+
+    def isOpened(self) -> bool:  # noqa: N802 (mirrors cv2.VideoCapture)
+        return self._video.isOpened()
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        return self._video.read()
+
+    def release(self) -> None:
+        self._video.release()
+
+
+def test_lock_saves_the_controls_the_daemon_reapplies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from calibration import sources
+    from daemon.camera_controls import apply_controls, configured_controls
+
+    video = belt_video(tmp_path / "cam.avi")
+    monkeypatch.setattr(sources, "source_kind", lambda source: "camera")
+    monkeypatch.setattr(sources.cv2, "VideoCapture", SyntheticCamera)
+    cfg = make_config(tmp_path)
+    argv = ["camera", "--config", str(cfg), "--source", str(video), "--region", "0,60,320,120", "--frames", "6",
+            "--exposure", "250"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "camera.exposure: (unset) -> 250.0" in out and "camera.auto_exposure: (unset) -> False" in out
+    assert "white_balance_temperature: requested 4600, read back 4600 (applied)" in out  # ignored, but unchanged
+    assert "auto_white_balance: requested 0, read back 1 (IGNORED" in out
+    c = load_settings(cfg).camera
+    assert (c.auto_exposure, c.exposure, c.auto_white_balance) == (False, 250.0, None)
+    assert cmd_check_config(cfg) == 0
+
+    # After a power cycle the camera is back on auto; the daemon's capture puts back what was saved.
+    cam = DriverStandIn()
+    reports = apply_controls(cam, configured_controls(c))  # type: ignore[arg-type]
+    assert cam.values[cv2.CAP_PROP_EXPOSURE] == 250.0 and cam.values[cv2.CAP_PROP_AUTO_EXPOSURE] == 1.0
+    assert all(r.applied for r in reports if r.name in ("auto_exposure", "exposure"))
 
 
 def test_dry_run_writes_neither_config_nor_background(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
