@@ -101,3 +101,16 @@ def test_bad_frames_are_skipped_and_counted() -> None:
     assert fp.process(Frame(4, 1.4, np.zeros((100, 100, 3), np.uint8))) == []  # region does not fit
     assert fp.metrics.bad_frames == 4
     assert [k for k, _ in alerts] == ["region_outside_frame"]
+
+
+def test_servo_gate_commands_carry_the_bin_angle() -> None:
+    gates = {"1": {"distance_mm": 700.0}, "3": {"distance_mm": 820.0}, "4": {"distance_mm": 880.0},
+             "2": {"distance_mm": 760.0, "lead_time_ms": 10.0, "kind": "servo", "rest_angle": 90,
+                   "bin_angles": {"glass": 30, "metal": 150}}}
+    fp, _, _ = processor(gates=gates)
+    out = run(fp, [belt_frame(k, [(-80, 90)]) for k in range(40)])
+    assert len(out) == 1
+    event, request = out[0]
+    assert (event.label, request.gate, request.angle) == ("glass", 2, 30)  # the glass bin of servo gate 2
+    fp, _, _ = processor()  # solenoid gates: plain FIRE
+    assert run(fp, [belt_frame(k, [(-80, 90)]) for k in range(40)])[0][1].angle is None
