@@ -35,6 +35,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--link", required=True, help="symlink to create for the daemon side of the pty")
     sim.add_argument("--gates", type=int, default=4)
     sim.add_argument("--version", type=int, default=1, help="protocol version to announce")
+    sim.add_argument("--servo", default="", help="servo gates, e.g. 4 or 2,4 (they take SERVO; the others NAK it)")
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file", type=Path)
@@ -168,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sim-controller":
         from daemon import sim_controller
 
-        return sim_controller.main(["--link", args.link, "--gates", str(args.gates), "--version", str(args.version)])
+        return sim_controller.main(["--link", args.link, "--gates", str(args.gates), "--version", str(args.version),
+                                    "--servo", args.servo])
     return 2
 
 
