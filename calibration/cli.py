@@ -318,6 +318,8 @@ def _jog(args: argparse.Namespace, cfg: Settings, distances: dict[int, float], u
     if args.angles is None:
         raise CalibrationError("--jog needs --angles DEG[,DEG...] (e.g. --jog 4 --angles 30,90,150)")
     angles = gates.parse_angles(args.angles)
+    if args.hold_s < 0:
+        raise CalibrationError("--hold-s must not be negative")
     bins = [b.strip() for b in args.bin_names.split(",")] if args.bin_names else []
     if bins and len(bins) != len(angles):
         raise CalibrationError(f"--bin-names names {len(bins)} bins for {len(angles)} --angles: give one per angle")

@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from daemon.serial_protocol import SERVO_MAX_DEG
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -100,7 +102,6 @@ class ClassifySettings(_Section):
 
 
 REJECT_BIN = "reject"  # a servo gate's bin for rejected items (low confidence, unknown, unmapped)
-SERVO_MAX_DEG = 180  # as daemon.serial_protocol.SERVO_MAX_DEG (this module imports nothing of the daemon)
 
 
 class GateSettings(_Section):
