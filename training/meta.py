@@ -199,7 +199,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         model.eval()
         logits, ys = predict_logits(model, val_dl, device)
         val_acc = float((logits.argmax(1) == ys).float().mean())
-        sg, sb = zip(*(l.noise_scales() for l in model.affine_layers()))
+        with torch.no_grad():
+            sg, sb = zip(*(layer.noise_scales() for layer in model.affine_layers()))
         rec = {
             "stage": "meta",
             "iteration": state.step,
