@@ -21,6 +21,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--balance", choices=["none", "weights", "sampler"], default="weights", help="class-imbalance handling")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last epoch checkpoint")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes (GPU runs want several)")
 
 
 def main(argv: list[str] | None = None) -> int:

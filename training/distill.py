@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             raise ValueError(f"teacher classes {t_names} differ from the data's {names}")
     train_ds = CachedImageDataset(train, pre, belt_augmentation(*cfg.image_size))
     val_dl = make_loader(CachedImageDataset(val, pre), 64, False)
-    train_dl = ctx.train_loader(train_ds, args.batch_size, args.balance)
+    train_dl = ctx.train_loader(train_ds, args.batch_size, args.balance, args.workers)
     for p in model.affine_parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.05)

@@ -39,11 +39,11 @@ class DistContext:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
 
-    def train_loader(self, dataset: Any, batch_size: int, balance: str) -> DataLoader:
+    def train_loader(self, dataset: Any, batch_size: int, balance: str, workers: int = 0) -> DataLoader:
         if not self.enabled:
-            return make_loader(dataset, batch_size, True, balance)
+            return make_loader(dataset, batch_size, True, balance, workers)
         sampler = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank, shuffle=True, drop_last=True)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=workers)
 
     def set_epoch(self, loader: DataLoader, epoch: int) -> None:
         if isinstance(loader.sampler, DistributedSampler):

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     pre = PreprocessConfig(height=args.height, width=args.width)
     train_ds = CachedImageDataset(train, pre, belt_augmentation(args.height, args.width))
     val_ds = CachedImageDataset(val, pre)
-    train_dl = make_loader(train_ds, args.batch_size, True, args.balance)
+    train_dl = make_loader(train_ds, args.batch_size, True, args.balance, args.workers)
     val_dl = make_loader(val_ds, 64, False)
     model = build_teacher(len(names), args.weights).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
