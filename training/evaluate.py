@@ -21,7 +21,7 @@ from .metrics import Metrics, compute_metrics
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True, help="ImageFolder root, or a run's split.json to score its validation part")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch")
     p.add_argument("--json", action="store_true", help="print only the metrics as one JSON object")
     p.add_argument("--confusion-png", type=Path, default=None, help="where to write the confusion matrix image")
     p.add_argument("--batch-size", type=int, default=64)
