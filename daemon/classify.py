@@ -69,9 +69,11 @@ class ItemClassifier:
     def unmapped_classes(self) -> list[str]:
         return [c for c in self._clf.class_names if c not in self._class_to_gate]
 
-    def warm_up(self) -> None:
-        """One throw-away inference, so the first real item does not pay for lazy initialisation."""
-        self._clf.predict([np.full((64, 48, 3), 127, np.uint8)])
+    def warm_up(self, max_batch: int = 4) -> None:
+        """Throw-away inferences at batch sizes 1..max_batch: the CPU kernels are prepared per input
+        shape, and without this the first frame with two items at once paid >100 ms (bench/)."""
+        for n in range(1, max_batch + 1):
+            self._clf.predict([np.full((64, 48, 3), 127, np.uint8)] * n)
 
     def decide(self, crops: list[np.ndarray]) -> list[Decision]:
         if not crops:

@@ -114,6 +114,8 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any]:
         "capture_fps": summary.capture_fps,
         "processing_fps": summary.processing_fps,
         "dropped_frames": summary.dropped_frames,
+        "frames_processed": summary.frames_processed,
+        "inference_p95_ms": summary.inference_p95_ms,
         "latency_p50_ms": summary.latency_p50_ms,
         "latency_p99_ms": summary.latency_p99_ms,
         "fire_error_p99_ms": summary.fire_error_p99_ms,
