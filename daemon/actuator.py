@@ -7,6 +7,7 @@ delays the next gate.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -224,22 +225,30 @@ class SerialActuator:
     def _read_banner(port: serial.Serial, timeout_s: float) -> sp.Banner | None:
         """Send HELLO, repeated every HELLO_RESEND_S: boards that reset when the port opens
         (Arduino Uno/Nano/Mega, about 1.5 s of boot loader) miss the first one."""
-        end = time.monotonic() + timeout_s
+        attempts = max(1, math.ceil(timeout_s / HELLO_RESEND_S))
+        reply = SerialActuator._exchange(port, sp.encode(sp.Hello()), lambda m: isinstance(m, sp.Banner), attempts, HELLO_RESEND_S)
+        return reply if isinstance(reply, sp.Banner) else None
+
+    @staticmethod
+    def _exchange(
+        port: serial.Serial, line: bytes, accept: Callable[[sp.Message], bool], attempts: int, wait_s: float
+    ) -> sp.Message | None:
+        """Write ``line`` up to ``attempts`` times, each followed by up to ``wait_s`` of reading;
+        the first decoded message that ``accept`` takes, or None. Only before the I/O thread runs."""
         buf = b""
-        next_hello = 0.0
-        while time.monotonic() < end:
-            if time.monotonic() >= next_hello:
-                port.write(sp.encode(sp.Hello()))
-                next_hello = time.monotonic() + HELLO_RESEND_S
-            buf += port.read(max(1, port.in_waiting))
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                try:
-                    msg = sp.decode(line)
-                except sp.ProtocolError:
-                    continue
-                if isinstance(msg, sp.Banner):
-                    return msg
+        for _ in range(attempts):
+            port.write(line)
+            end = time.monotonic() + wait_s
+            while time.monotonic() < end:
+                buf += port.read(max(1, port.in_waiting))
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    try:
+                        msg = sp.decode(raw)
+                    except sp.ProtocolError:
+                        continue
+                    if accept(msg):
+                        return msg
         return None
 
     def _set_servo_rest(self, port: serial.Serial) -> None:
@@ -260,23 +269,11 @@ class SerialActuator:
 
     def _request(self, port: serial.Serial, msg: sp.Fire | sp.Servo) -> sp.Ack | sp.Nak | None:
         """Send ``msg`` before the I/O thread runs; resend on timeout like fire(); the ACK/NAK or None."""
-        line = sp.encode(msg)
         wait_s = max(self._s.ack_timeout_ms / 1000, 0.2)  # the first command after a board's boot may be slow
-        buf = b""
-        for _ in range(self._s.retries + 1):
-            port.write(line)
-            end = time.monotonic() + wait_s
-            while time.monotonic() < end:
-                buf += port.read(max(1, port.in_waiting))
-                while b"\n" in buf:
-                    raw, buf = buf.split(b"\n", 1)
-                    try:
-                        reply = sp.decode(raw)
-                    except sp.ProtocolError:
-                        continue
-                    if isinstance(reply, (sp.Ack, sp.Nak)) and reply.seq == msg.seq:
-                        return reply
-        return None
+        reply = self._exchange(
+            port, sp.encode(msg), lambda m: isinstance(m, (sp.Ack, sp.Nak)) and m.seq == msg.seq, self._s.retries + 1, wait_s
+        )
+        return reply if isinstance(reply, (sp.Ack, sp.Nak)) else None
 
     def _handle_line(self, line: bytes) -> None:
         try:
