@@ -9,6 +9,10 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daemon.settings import Settings
 
 DELEGATED = {"calibrate": "calibration.cli", "bench": "bench.cli"}
 
@@ -61,13 +65,20 @@ def _delegate(name: str, argv: list[str]) -> int:
     return int(mod.main(argv) or 0)
 
 
-def cmd_check_config(path: Path) -> int:
+def _load_settings_or_report(path: Path) -> Settings | None:
+    """The settings, or None after printing the validation error (the caller exits 2)."""
     from daemon.settings import ConfigError, load_settings
 
     try:
-        s = load_settings(path)
+        return load_settings(path)
     except ConfigError as e:
         print(e, file=sys.stderr)
+        return None
+
+
+def cmd_check_config(path: Path) -> int:
+    s = _load_settings_or_report(path)
+    if s is None:
         return 2
     print(f"{path}: OK (camera {s.camera.source!r}, {len(s.gates)} gates, serial {s.serial.port}, "
           f"mqtt {s.mqtt.host}:{s.mqtt.port} topics {s.mqtt.prefix}/{s.mqtt.line_id}/#)")
@@ -75,12 +86,8 @@ def cmd_check_config(path: Path) -> int:
 
 
 def cmd_run(path: Path) -> int:
-    from daemon.settings import ConfigError, load_settings
-
-    try:
-        settings = load_settings(path)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
+    settings = _load_settings_or_report(path)
+    if settings is None:
         return 2
 
     import structlog
