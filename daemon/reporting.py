@@ -21,6 +21,7 @@ class RunSummary:
     dropped_frames: int
     bad_frames: int
     camera_failures: int
+    lost_tracks: int
     items: int
     sorted: int
     rejected: int
@@ -57,6 +58,7 @@ def run_summary(m: PipelineMetrics) -> RunSummary:
         dropped_frames=m.dropped_frames,
         bad_frames=m.bad_frames + m.undecodable_frames,
         camera_failures=m.camera_failures,
+        lost_tracks=m.lost_tracks,
         items=m.items,
         sorted=m.sorted,
         rejected=m.items - m.sorted,
@@ -94,6 +96,7 @@ def stats_payload(m: PipelineMetrics, run: str, serial: str, broker: str, mqtt_p
         "latency_ms_p99": lat99,
         "fire_error_ms_p99": fire99,
         "items": m.items,
+        "lost_tracks": m.lost_tracks,
         "counts_per_class": dict(m.per_class),
         "rejects_by_reason": dict(m.rejects),
         "actuations_ok": m.actuations_ok,

@@ -65,6 +65,7 @@ class FrameProcessor:
             region = cv2.rotate(region, _ROTATIONS[self.s.belt.rotate])
         detections = self.detector.detect(region)
         ready = self.tracker.update(detections, frame.t_belt, frame.index, region, t_capture=frame.t_capture)
+        self.metrics.lost_tracks = self.tracker.lost
         return self._decide(ready) if ready else []
 
     def _valid(self, image: np.ndarray) -> bool:

@@ -79,15 +79,43 @@ def test_belt_motion_prediction_keeps_ids_on_a_fast_belt() -> None:
     assert len({i for frame_ids in ids_without_motion for i in frame_ids}) > 1
 
 
-def test_item_longer_than_the_region_is_classified_once_from_its_largest_view() -> None:
+def test_item_longer_than_the_region_is_classified_once_as_it_reaches_the_exit() -> None:
     speed = 240.0
     frames = [frame_with([])] + [frame_with([(-400 + speed * k / FPS, 40, 400, 60)]) for k in range(1, 80)]
     frames += [frame_with([])] * 8
     ready, _ = run(frames, speed, TrackSettings(max_missed_frames=3))
     all_ready = [r for rs in ready for r in rs]
     assert len(all_ready) == 1
-    assert all_ready[0].partial
-    assert all_ready[0].crop.shape[1] >= W - 10  # the view spanning the whole region
+    item = all_ready[0]
+    assert item.partial
+    assert item.crop.shape[1] >= W - 10  # the view spanning the whole region
+    # decided in the frame where its front reached the downstream edge, not frames later when it vanished
+    decided_in = next(k for k, rs in enumerate(ready) if rs)
+    first_at_exit = next(k for k in range(1, 80) if -400 + speed * k / FPS + 400 >= W - 2)
+    assert decided_in == item.frame_index == first_at_exit
+
+
+def test_a_fragment_inside_an_items_box_is_not_a_second_item() -> None:
+    speed = 240.0
+    frames = [frame_with([])]
+    for k in range(1, 60):
+        x = -60 + speed * k / FPS
+        # frame 30: the detector sees the item as two blobs (top part and a small piece under it)
+        frames.append(frame_with([(x, 20, 60, 50), (x + 15, 90, 30, 20)]) if k == 30 else frame_with([(x, 20, 60, 90)]))
+    ready, _ = run(frames, speed)
+    assert len([r for rs in ready for r in rs]) == 1
+
+
+def test_a_track_that_vanishes_at_the_entry_is_lost_not_classified() -> None:
+    speed = 240.0
+    frames = [frame_with([])]
+    frames += [frame_with([(-40 + speed * k / FPS, 50, 60, 60)]) for k in range(1, 4)]  # peeks in, then gone
+    frames += [frame_with([])] * 10
+    det = BeltDetector(DetectSettings(min_area_px=200))
+    tr = BeltTracker(TrackSettings(max_missed_frames=3), speed_px_s=speed, region_width=W)
+    ready = [r for k, f in enumerate(frames) for r in tr.update(det.detect(f), t=k / FPS, frame_index=k, region=f)]
+    assert ready == []
+    assert tr.lost == 1 and tr.tracks == []
 
 
 def test_a_missed_detection_does_not_create_a_new_item() -> None:

@@ -149,3 +149,36 @@ def test_unknown_eval_cli_on_a_tiny_run(image_folder: Path, tmp_path: Path, monk
     assert r["holdout"]["trash"]["n_unknown"] == 8
     for m in ("msp", "energy", "prototype"):
         assert 0.0 <= r["holdout"]["trash"][m]["auroc"] <= 1.0
+
+
+def test_ablation_cli_runs_every_row_and_resumes(image_folder: Path, tmp_path: Path) -> None:
+    run, abl = tmp_path / "run", tmp_path / "ablation"
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(tiny_config().to_dict()))
+    common = ["--data", str(image_folder), "--val-fraction", "0.25"]
+    assert train_main(["teacher", *common, "--run-dir", str(run), "--epochs", "1", "--height", "24", "--width", "32", "--batch-size", "8"]) == 0
+    args = ["ablation", *common, "--run-dir", str(abl), "--teacher", str(run / "teacher.pt"), "--config", str(cfg_file),
+            "--split", str(run / "split.json"), "--epochs", "1", "--meta-iters", "1", "--batch-size", "8"]
+    assert train_main(args) == 0
+    rows = json.loads((abl / "ablation.json").read_text())["rows"]
+    assert list(rows) == ["full", "global", "mlp", "no-meta", "no-distill", "mobilenet", "teacher"]
+    for r in rows.values():
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["latency_ms"] > 0 and r["params"] > 0
+    # the variants really differ: global attention has no window, the no-meta row has no transform
+    assert json.loads((abl / "global" / "config.json").read_text())["window_radius"] is None
+    assert json.loads((abl / "no-meta" / "config.json").read_text())["use_feature_affine"] is False
+    assert not (abl / "no-meta" / "meta_student.pt").exists() and (abl / "full" / "meta_student.pt").is_file()
+    assert rows["mobilenet"]["params"] != rows["full"]["params"]
+    table = (abl / "ablation.md").read_text()
+    assert table.count("\n") == 2 + len(rows)
+    # finished rows are not trained again
+    before = (abl / "full" / "student.pt").stat().st_mtime_ns
+    assert train_main(args) == 0
+    assert (abl / "full" / "student.pt").stat().st_mtime_ns == before
+
+
+def test_ablation_rejects_an_unknown_row(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    teacher = tmp_path / "t.pt"
+    teacher.write_bytes(b"x")
+    code = train_main(["ablation", "--data", str(image_folder), "--run-dir", str(tmp_path / "a"), "--teacher", str(teacher), "--rows", "full,bogus"])
+    assert code == 2 and "unknown ablation rows ['bogus']" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`wastesort-train`: teacher | meta | distill | evaluate | export."""
+"""`wastesort-train`: teacher | meta | distill | unknown-eval | ablation | evaluate | export."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import distill, evaluate, export, meta, teacher_train, unknown_eval
+    from . import ablation, distill, evaluate, export, meta, teacher_train, unknown_eval
 
     parser = argparse.ArgumentParser(prog="wastesort-train", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         ("meta", meta, "first training: meta-learn the feature-wise transform"),
         ("distill", distill, "second training: distil the student from the teacher"),
         ("unknown-eval", unknown_eval, "leave-one-class-out evaluation of the unknown-item scorers"),
+        ("ablation", ablation, "the ablation table: every variant on the same split and budget"),
     ]:
         p = sub.add_parser(name, help=helptext)
         _common(p)
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"wastesort-train: data error: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         print(f"wastesort-train: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result))

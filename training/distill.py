@@ -47,6 +47,52 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unknown-method", choices=["msp", "energy", "prototype"], default="prototype", help="unknown-item scorer stored in the checkpoint")
 
 
+def _two_heads(out: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A one-head model (the MobileNet baseline) plays both heads, so the same loss applies."""
+    return out if isinstance(out, tuple) else (out, out)
+
+
+def run_epoch(
+    model: torch.nn.Module,
+    teacher: torch.nn.Module | None,
+    loader: torch.utils.data.DataLoader,
+    criterion: DistillationLoss,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    desc: str,
+    show: bool = True,
+) -> tuple[float, float]:
+    """One epoch of the second training's recipe; returns (mean loss, training accuracy).
+
+    With a teacher: the soft distillation loss, the teacher in eval mode under no_grad on the
+    same augmented batch. Without one: cross-entropy on both heads (the no-distillation ablation).
+    """
+    model.train()
+    bar = progress(loader, desc, disable=not show)
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, y in bar:
+        x, y = x.to(device), y.to(device)
+        cls_logits, dist_logits = _two_heads(model(x))
+        if teacher is not None:
+            with torch.no_grad():
+                t_logits = teacher(x)
+            loss = criterion(cls_logits, dist_logits, t_logits, y)
+        else:
+            loss = criterion(cls_logits, dist_logits, dist_logits.detach(), y)
+            loss = loss + torch.nn.functional.cross_entropy(dist_logits, y, weight=criterion.class_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        seen += len(y)
+        loss_sum += float(loss.detach()) * len(y)
+        correct += int((((cls_logits + dist_logits) / 2).argmax(1) == y).sum())
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
 def _fit_unknown(model: DistilledViT, train: list, val_dl: torch.utils.data.DataLoader, pre: PreprocessConfig, device: torch.device, k: int, temperature: float, method: str) -> dict:
     """Prototypes from the unaugmented training images; the scorer's logistic from validation."""
     train_dl = make_loader(CachedImageDataset(train, pre), 64, False)
@@ -108,36 +154,14 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     best_path = run_dir / "student_best_state.pt"
     timer = Timer()
     while state.epoch < args.epochs:
-        model.train()
         ctx.set_epoch(train_dl, state.epoch)
-        bar = progress(train_dl, f"distill {state.epoch + 1}/{args.epochs}", disable=not ctx.is_main)
-        loss_sum, correct, seen = 0.0, 0, 0
-        for x, y in bar:
-            x, y = x.to(device), y.to(device)
-            cls_logits, dist_logits = model(x)
-            if teacher is not None:
-                with torch.no_grad():
-                    t_logits = teacher(x)
-            else:
-                t_logits = dist_logits.detach()
-            loss = criterion(cls_logits, dist_logits, t_logits, y)
-            if teacher is None:
-                loss = loss + torch.nn.functional.cross_entropy(dist_logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            state.step += 1
-            seen += len(y)
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((((cls_logits + dist_logits) / 2).argmax(1) == y).sum())
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        loss_avg, acc = run_epoch(model, teacher, train_dl, criterion, opt, sched, device, f"distill {state.epoch + 1}/{args.epochs}", show=ctx.is_main)
+        state.step += len(train_dl)
         student.eval()
         logits, ys = predict_logits(student, val_dl, device)
         val_acc = float((logits.argmax(1) == ys).float().mean())
         state.epoch += 1
-        rec = {"stage": "distill", "epoch": state.epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_acc": val_acc, "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed(), "world_size": ctx.world_size}
+        rec = {"stage": "distill", "epoch": state.epoch, "train_loss": loss_avg, "train_acc": acc, "val_acc": val_acc, "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed(), "world_size": ctx.world_size}
         if val_acc >= state.best_metric:
             state.best_metric = val_acc
             if ctx.is_main:
