@@ -35,7 +35,7 @@ from model.preprocess import PreprocessConfig
 from . import distill, meta
 from .augment import belt_augmentation
 from .data import CachedImageDataset, get_split
-from .loop import class_weights, make_loader, predict_logits, seed_everything, warmup_cosine, resolve_device
+from .loop import class_weights, make_loader, predict_logits, resolve_device, seed_everything
 from .metrics import compute_metrics
 from .teacher_train import load_teacher
 
@@ -129,9 +129,7 @@ def _mobilenet_row(args: argparse.Namespace) -> dict[str, Any]:
     train_ds = CachedImageDataset(train, pre, belt_augmentation(*size))
     train_dl = make_loader(train_ds, args.batch_size, True, args.balance)
     val_dl = make_loader(CachedImageDataset(val, pre), 64, False)
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.05)
-    total = args.epochs * len(train_dl)
-    sched = warmup_cosine(opt, min(5 * len(train_dl), total // 5), total)
+    opt, sched = distill.optimiser_and_schedule(list(net.parameters()), args.lr, args.epochs, len(train_dl))
     weights = class_weights(train_ds.labels, len(names)).to(device) if args.balance == "weights" else None
     criterion = DistillationLoss(args.tau, args.lam, class_weight=weights)
     best, best_logits, ys = -1.0, None, None

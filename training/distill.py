@@ -47,6 +47,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unknown-method", choices=["msp", "energy", "prototype"], default="prototype", help="unknown-item scorer stored in the checkpoint")
 
 
+def optimiser_and_schedule(params: list[torch.nn.Parameter], lr: float, epochs: int, steps_per_epoch: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """The second training's optimiser: AdamW (weight decay 0.05), linear warm-up (5 epochs, at most
+    a fifth of the run) then cosine decay, stepped once per batch."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    total = epochs * steps_per_epoch
+    return opt, warmup_cosine(opt, min(5 * steps_per_epoch, total // 5), total)
+
+
 def _two_heads(out: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """A one-head model (the MobileNet baseline) plays both heads, so the same loss applies."""
     return out if isinstance(out, tuple) else (out, out)
@@ -140,11 +148,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     train_dl = ctx.train_loader(train_ds, args.batch_size, args.balance, args.workers)
     for p in model.affine_parameters():
         p.requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.05)
+    opt, sched = optimiser_and_schedule([p for p in model.parameters() if p.requires_grad], args.lr, args.epochs, len(train_dl))
     student = model
     model = ctx.wrap(model)
-    total = args.epochs * len(train_dl)
-    sched = warmup_cosine(opt, min(5 * len(train_dl), total // 5), total)
     weights = class_weights(train_ds.labels, len(names)).to(device) if args.balance == "weights" else None
     criterion = DistillationLoss(args.tau, args.lam if teacher is not None else 0.0, hard=args.hard, class_weight=weights)
     state, state_path, logger = TrainState(), run_dir / "distill_state.pt", JsonlLog(run_dir / "distill_log.jsonl")
