@@ -1,4 +1,4 @@
-"""`wastesort bench`: model latency, conv depth, attention scaling and pipeline throughput.
+"""`wastesort bench`: model latency, where its time goes, conv depth, attention scaling and pipeline throughput.
 
 `wastesort bench all --write-docs` regenerates docs/benchmarks.md and docs/benchmarks.json.
 """
@@ -20,7 +20,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="wastesort bench", description=__doc__)
-    p.add_argument("what", nargs="*", default=["latency"], choices=["latency", "conv-depth", "scaling", "pipeline", "all"])
+    p.add_argument("what", nargs="*", default=["latency"], choices=["latency", "profile", "conv-depth", "scaling", "pipeline", "all"])
     p.add_argument("--model", type=Path, default=None, help="student checkpoint (default: the shipped model)")
     p.add_argument("--backends", default="torch,onnx,onnx-int8")
     p.add_argument("--batches", default="1,8")
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md and docs/benchmarks.json")
     args = p.parse_args(argv)
-    what = {"latency", "conv-depth", "scaling", "pipeline"} if "all" in args.what else set(args.what)
+    what = {"latency", "profile", "conv-depth", "scaling", "pipeline"} if "all" in args.what else set(args.what)
     result: dict[str, Any] = {"machine": machine(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     try:
         if "latency" in what:
@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
                 args.runs,
                 args.threads,
             )
+        if "profile" in what:
+            from .profile import run_profile
+
+            result["profile"] = run_profile(str(args.model) if args.model else None, args.runs, args.threads)
         if "conv-depth" in what:
             from .conv_depth import run_conv_depth
 

@@ -39,6 +39,19 @@ def render(result: dict[str, Any], command: str) -> str:
             if mnv3:
                 lines.append(f"- best student ({best_name}) / MobileNetV3-small at the same input: {best / mnv3:.2f}× (target ≤ 3×)")
         lines.append("")
+    if "profile" in result:
+        prof = result["profile"]
+        lines += [
+            f"## Where the student's time goes (torch.profiler, torch backend, batch 1, preprocessing included, {prof['runs']} runs)",
+            "",
+            f"Profiled CPU time per item: {prof['total_ms_per_item']:.2f} ms (profiling adds overhead; compare shares, not totals).",
+            "",
+            "| operator | calls per item | self ms per item | share |",
+            "| --- | --- | --- | --- |",
+        ]
+        for r in prof["top"]:
+            lines.append(f"| `{r['op']}` | {r['calls_per_item']:.0f} | {r['self_ms_per_item']:.3f} | {r['share']:.1%} |")
+        lines.append("")
     if "conv_depth" in result:
         lines += ["## Student latency vs depthwise-convolution depth (batch 1, torch eager)", "", "| conv_depth | median ms | p95 ms | parameters |", "| --- | --- | --- | --- |"]
         for r in result["conv_depth"]:

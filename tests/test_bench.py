@@ -25,3 +25,15 @@ def test_latency_benchmark_reports_every_model(tiny_checkpoint: Path, capsys: py
 def test_bench_reports_a_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_main(["latency", "--model", str(tmp_path / "none.pt")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_profile_benchmark_names_the_operators_that_take_the_time(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["profile", "--model", str(tiny_checkpoint), "--runs", "3", "--json"]) == 0
+    prof = json.loads(capsys.readouterr().out)["profile"]
+    ops = [r["op"] for r in prof["top"]]
+    assert "aten::addmm" in ops or "aten::linear" in ops  # the projections are in there
+    shares = [r["share"] for r in prof["top"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0 + 1e-6
+    assert prof["total_ms_per_item"] > 0
+    md = render({"machine": {"cpu": "x", "cores": 2, "torch": "t", "torch_threads": 2, "python": "p"}, "date": "d", "profile": prof}, "wastesort bench profile")
+    assert "Where the student's time goes" in md and f"`{ops[0]}`" in md
