@@ -152,14 +152,10 @@ class BeltTracker:
             tr.best_crop = None
             ready.append(ReadyItem(tr.id, self._crop(region, d), d, tr.t_capture, tr.frame_index, tr.first_seen))
             return
-        if self._at_exit(d):  # never fitted and now leaving: decide from the largest view seen
-            tr.classified = True
-            if d.area >= tr.best_area or tr.best_crop is None or tr.best_det is None:
-                ready.append(ReadyItem(tr.id, self._crop(region, d), d, tr.t_capture, tr.frame_index, tr.first_seen, partial=True))
-            else:
-                ready.append(ReadyItem(tr.id, tr.best_crop, tr.best_det, tr.best_t_capture, tr.best_frame, tr.first_seen, partial=True))
-            tr.best_crop = None
-            return
         if d.area > tr.best_area:
             tr.best_area, tr.best_t_capture, tr.best_det, tr.best_frame = d.area, tr.t_capture, d, tr.frame_index
             tr.best_crop = self._crop(region, d).copy()  # kept in case it never fits fully
+        if self._at_exit(d) and tr.best_crop is not None and tr.best_det is not None:  # never fitted, now leaving
+            tr.classified = True
+            ready.append(ReadyItem(tr.id, tr.best_crop, tr.best_det, tr.best_t_capture, tr.best_frame, tr.first_seen, partial=True))
+            tr.best_crop = None
