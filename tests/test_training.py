@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -80,6 +81,18 @@ def test_metrics_and_temperature() -> None:
     from training.metrics import softmax
 
     assert expected_calibration_error(softmax(logits, t), labels) < expected_calibration_error(softmax(logits), labels)
+
+
+def test_reject_curve_applies_the_daemons_rule() -> None:
+    from training.metrics import reject_curve
+
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.55, 0.45]])
+    unknown = np.array([0.1, 0.2, 0.9, 0.3])  # the third item is rejected as unknown whatever its confidence
+    labels = np.array([0, 1, 1, 0])
+    rows = reject_curve(probs, unknown, labels, [0.0, 0.58, 0.95])
+    assert [r["sorted_share"] for r in rows] == [0.75, 0.5, 0.0]
+    assert rows[0]["sorted_accuracy"] == pytest.approx(2 / 3) and rows[1]["sorted_accuracy"] == 0.5
+    assert rows[2]["sorted_accuracy"] is None
 
 
 def test_the_whole_training_cli_on_a_tiny_run(image_folder: Path, tmp_path: Path) -> None:

@@ -13,9 +13,12 @@ import cv2
 import numpy as np
 
 from model.inference import load_classifier
+from model.unknown import softmax, unknown_scores
 
 from .data import DataError, scan_image_folder
-from .metrics import Metrics, compute_metrics
+from .metrics import Metrics, compute_metrics, reject_curve
+
+REJECT_CURVE_THRESHOLDS = [0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,14 +41,19 @@ def _paths_and_labels(data: Path, class_names: list[str]) -> tuple[list[str], np
     return [s.path for s in index.samples], np.asarray([s.label for s in index.samples])
 
 
-def evaluate_checkpoint(checkpoint: Path, data: Path, backend: str = "torch", batch_size: int = 64) -> tuple[Metrics, list[str]]:
+def evaluate_checkpoint(checkpoint: Path, data: Path, backend: str = "torch", batch_size: int = 64) -> tuple[Metrics, list[str], list[dict[str, float | None]]]:
+    """Metrics with the checkpoint's temperature, and the reject curve of the daemon's rule."""
     clf = load_classifier(checkpoint, backend)  # type: ignore[arg-type]
     paths, labels = _paths_and_labels(data, clf.class_names)
-    logits = []
+    logits, feats = [], []
     for i in range(0, len(paths), batch_size):
         imgs = [cv2.imread(p, cv2.IMREAD_COLOR) for p in paths[i : i + batch_size]]
-        logits.append(clf.logits_and_features(imgs)[0])
-    return compute_metrics(np.concatenate(logits), labels, clf.class_names, clf.checkpoint.temperature), clf.class_names
+        lg, ft = clf.logits_and_features(imgs)
+        logits.append(lg)
+        feats.append(ft)
+    lg, ft, t = np.concatenate(logits), np.concatenate(feats), clf.checkpoint.temperature
+    curve = reject_curve(softmax(lg, t), unknown_scores(lg, ft, clf.checkpoint.unknown, t), labels, REJECT_CURVE_THRESHOLDS)
+    return compute_metrics(lg, labels, clf.class_names, t), clf.class_names, curve
 
 
 def save_confusion_png(metrics: Metrics, class_names: list[str], path: Path) -> None:
@@ -72,13 +80,18 @@ def save_confusion_png(metrics: Metrics, class_names: list[str], path: Path) -> 
 
 
 def run(args: argparse.Namespace) -> dict:
-    metrics, names = evaluate_checkpoint(args.checkpoint, args.data, args.backend, args.batch_size)
+    metrics, names, curve = evaluate_checkpoint(args.checkpoint, args.data, args.backend, args.batch_size)
     png = args.confusion_png or args.checkpoint.with_name(args.checkpoint.stem + "_confusion.png")
     save_confusion_png(metrics, names, png)
     result = metrics.to_dict()
     result["confusion_png"] = str(png)
+    result["reject_curve"] = curve
     if not args.json:
         print(f"accuracy {metrics.accuracy:.4f}  macro-F1 {metrics.macro_f1:.4f}  ECE {metrics.ece:.4f}  n={metrics.n}")
         for name, pc in metrics.per_class.items():
             print(f"  {name:10s} precision {pc['precision']:.3f} recall {pc['recall']:.3f} f1 {pc['f1']:.3f} n={pc['support']}")
+        print("daemon reject rule (unknown <= 0.5 and confidence >= t): t, share sorted, accuracy of sorted")
+        for r in curve:
+            acc = "–" if r["sorted_accuracy"] is None else f"{r['sorted_accuracy']:.3f}"
+            print(f"  {r['confidence_threshold']:.2f}  {r['sorted_share']:.3f}  {acc}")
     return result

@@ -73,3 +73,16 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     best = float(grid[int(np.argmin([nll(t) for t in grid]))])
     fine = np.linspace(best * 0.9, best * 1.1, 81)
     return float(fine[int(np.argmin([nll(t) for t in fine]))])
+
+
+def reject_curve(probs: np.ndarray, unknown: np.ndarray, labels: np.ndarray, thresholds: list[float], unknown_threshold: float = 0.5) -> list[dict[str, float | None]]:
+    """The daemon's reject rule on labelled data: for each confidence threshold, the share of items
+    sorted (confidence >= t and unknown <= unknown_threshold) and the accuracy of those sorted.
+    A contaminated bale costs more than a rejected item, so this is how to pick the threshold."""
+    conf, pred = probs.max(axis=1), probs.argmax(axis=1)
+    rows = []
+    for t in thresholds:
+        sort = (conf >= t) & (unknown <= unknown_threshold)
+        n = int(sort.sum())
+        rows.append({"confidence_threshold": t, "sorted_share": n / max(len(labels), 1), "sorted_accuracy": float((pred[sort] == labels[sort]).mean()) if n else None})
+    return rows
