@@ -124,7 +124,11 @@ def _mobilenet_row(args: argparse.Namespace) -> dict[str, Any]:
     names, train, val, _ = get_split(args.data, d, args.val_fraction, args.seed)
     size = _base_config(args, len(names)).image_size
     pre = PreprocessConfig(height=size[0], width=size[1])
-    net = mobilenet_v3_small(num_classes=len(names)).to(device)
+    net = mobilenet_v3_small(num_classes=len(names))
+    for m in net.modules():  # torchvision's BN momentum (0.01) is tuned for ImageNet-length runs: after a few
+        if isinstance(m, torch.nn.BatchNorm2d):  # hundred steps its running statistics are still mostly
+            m.momentum = 0.1  # their initial values and eval-mode accuracy collapses; PyTorch's default fixes it
+    net = net.to(device)
     teacher, _ = load_teacher(args.teacher, device)
     train_ds = CachedImageDataset(train, pre, belt_augmentation(*size))
     train_dl = make_loader(train_ds, args.batch_size, True, args.balance)
