@@ -66,16 +66,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def forward_latency_ms(model: torch.nn.Module, image_size: tuple[int, int], runs: int = 40) -> float:
     """Median forward time, batch 1, eager, after warm-up."""
+    from bench.timing import time_call
+
     model = model.eval().cpu()
     x = torch.randn(1, 3, *image_size)
-    times = []
     with torch.inference_mode():
-        for i in range(runs + 5):
-            t0 = time.perf_counter()
-            model(x)
-            if i >= 5:
-                times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
+        return float(np.median(time_call(lambda: model(x), 5, runs)))
 
 
 def _base_config(args: argparse.Namespace, num_classes: int) -> StudentConfig:
@@ -90,9 +86,17 @@ def _row_dir(args: argparse.Namespace, row: str) -> Path:
     return d
 
 
-def _common_ns(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
-    keys = ("data", "val_fraction", "seed", "device", "balance", "threads", "workers")
-    return {**{k: getattr(args, k) for k in keys}, "run_dir": run_dir, "resume": True}
+def _stage_args(args: argparse.Namespace, stage: Any, run_dir: Path, **overrides: Any) -> argparse.Namespace:
+    """A training stage's arguments: its own defaults, this command's common options, then overrides."""
+    p = argparse.ArgumentParser()
+    stage.add_arguments(p)
+    ns = p.parse_args([])
+    for k in ("data", "val_fraction", "seed", "device", "balance", "threads", "workers"):
+        setattr(ns, k, getattr(args, k))
+    ns.run_dir, ns.resume = run_dir, True
+    for k, v in overrides.items():
+        setattr(ns, k, v)
+    return ns
 
 
 def _student_row(args: argparse.Namespace, row: str) -> dict[str, Any]:
@@ -101,14 +105,10 @@ def _student_row(args: argparse.Namespace, row: str) -> dict[str, Any]:
     cfg = _base_config(args, len(names)).replace(**_VARIANT[row])
     (d / "config.json").write_text(json.dumps(cfg.to_dict()))
     if cfg.use_feature_affine and not (d / "meta_student.pt").is_file():
-        meta.run(argparse.Namespace(
-            **_common_ns(args, d), iterations=args.meta_iters, iters_per_epoch=max(1, args.meta_iters), lr=1e-3, inner_lr=0.05,
-            affine_lr=1e-2, seen_per_class=5, support=2, query=2, config=d / "config.json",
-        ))
-    result = distill.run(argparse.Namespace(
-        **_common_ns(args, d), epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, tau=args.tau, lam=args.lam,
-        hard=False, teacher=Path("none") if row == "no-distill" else args.teacher, init=None, out=d / "student.pt",
-        config=d / "config.json", unknown_method="prototype",
+        meta.run(_stage_args(args, meta, d, iterations=args.meta_iters, iters_per_epoch=max(1, args.meta_iters), config=d / "config.json"))
+    result = distill.run(_stage_args(
+        args, distill, d, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, tau=args.tau, lam=args.lam,
+        teacher=Path("none") if row == "no-distill" else args.teacher, out=d / "student.pt", config=d / "config.json",
     ))
     model = load_checkpoint(d / "student.pt").build_model()
     return {"accuracy": result["val_accuracy"], "macro_f1": result["val_macro_f1"], "latency_ms": forward_latency_ms(model, cfg.image_size),
