@@ -6,8 +6,9 @@ the checkpoint's `unknown` entry:
 - "energy": logistic of the negative free energy -T*logsumexp(logits/T);
 - "prototype": logistic of the cosine distance from the item's feature to the
   nearest class prototype (class mean of the training features).
-The logistic's centre and slope are fitted so that the score is comparable
-across scorers; thresholds are set on known-class validation data.
+Every fitted scorer is squashed by a logistic whose centre and slope come from
+known-class validation data (the 95th percentile and the spread), so that 0.5
+means the same for all three: 95% of known items score below it.
 """
 
 from __future__ import annotations
@@ -48,8 +49,5 @@ def unknown_scores(logits: np.ndarray, features: np.ndarray, params: dict[str, A
     """Scores in [0, 1]. Without fitted parameters, falls back to 1 - max softmax."""
     if not params:
         return raw_scores("msp", logits, features, {}, temperature)
-    method = params["method"]
-    raw = raw_scores(method, logits, features, params, temperature)
-    if method == "msp":
-        return raw
+    raw = raw_scores(params["method"], logits, features, params, temperature)
     return _logistic(raw, float(params["centre"]), float(params["slope"]))

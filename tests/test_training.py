@@ -143,9 +143,11 @@ def test_unknown_scoring_helpers() -> None:
     protos = np.eye(3, 8, dtype=np.float32)
     feats = protos[rng.integers(0, 3, 200)] + 0.05 * rng.standard_normal((200, 8)).astype(np.float32)
     logits = feats[:, :3] * 5
+    for method in ("msp", "energy", "prototype"):
+        p = fit_scorer(method, logits, feats, protos, 1.0)
+        s_known = unknown_scores(logits, feats, p, 1.0)
+        assert abs((s_known < 0.5).mean() - 0.95) < 0.02, method  # the 0.5 threshold keeps 95% of known items
     params = fit_scorer("prototype", logits, feats, protos, 1.0)
-    s_known = unknown_scores(logits, feats, params, 1.0)
-    assert abs((s_known < 0.5).mean() - 0.95) < 0.02  # the 0.5 threshold keeps 95% of known items
     odd = np.full((5, 8), 0.0, np.float32)
     odd[:, 7] = 1.0  # orthogonal to every prototype
     assert (unknown_scores(logits[:5], odd, params, 1.0) > 0.9).all()
