@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", type=Path, default=None, help="student init (default run_dir/meta_student.pt if present)")
     p.add_argument("--out", type=Path, default=None, help="final checkpoint (default run_dir/student.pt)")
     p.add_argument("--config", type=Path, default=None, help="StudentConfig JSON when there is no meta init")
-    p.add_argument("--unknown-method", choices=["msp", "energy", "prototype"], default="prototype", help="unknown-item scorer stored in the checkpoint")
+    p.add_argument("--unknown-method", choices=["msp", "energy", "prototype"], default="msp", help="unknown-item scorer stored in the checkpoint (msp: best mean AUROC in the leave-one-class-out table of docs/results.md, with energy)")
 
 
 def optimiser_and_schedule(params: list[torch.nn.Parameter], lr: float, epochs: int, steps_per_epoch: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
