@@ -84,7 +84,7 @@ def run_latency(model_path: str | None, backends: list[str], batches: list[int],
     for batch in batches:
         for backend in backends:
             results.append(_in_child(_student, path, backend, batch, warmup, runs, threads))
-        results.append(_in_child(_torchvision, "resnet50", 224, 224, batch, warmup, max(1, runs // 3), threads, k))
+        results.append(_in_child(_torchvision, "resnet50", 224, 224, batch, warmup, runs, threads, k))
         results.append(_in_child(_torchvision, "resnet50", h, w, batch, warmup, runs, threads, k))
         results.append(_in_child(_torchvision, "mobilenet_v3_small", h, w, batch, warmup, runs, threads, k))
     return results
