@@ -103,10 +103,11 @@ class BeltTracker:
         differ when a file is processed as fast as possible: the belt time is then the frame's video time.
         """
         t_cap = t if t_capture is None else t_capture
-        predicted = [self._moved(tr.det, self.speed_px_s * (t - tr.t_last)) for tr in self.tracks]
+        shifts = [self.speed_px_s * (t - tr.t_last) for tr in self.tracks]  # belt motion since each last view
+        predicted = [self._moved(tr.det, dx) for tr, dx in zip(self.tracks, shifts)]
         pairs = []
         for ti, tr in enumerate(self.tracks):
-            px = tr.det.cx + self.speed_px_s * (t - tr.t_last)
+            px = tr.det.cx + shifts[ti]
             for di, d in enumerate(detections):
                 dist = float(np.hypot(d.cx - px, d.cy - tr.det.cy))
                 if dist <= self.settings.max_match_distance_px:
