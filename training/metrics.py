@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from model.unknown import softmax  # the inference path's softmax, so metrics match what the daemon sees
+
 
 @dataclass
 class Metrics:
@@ -18,13 +20,6 @@ class Metrics:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
