@@ -123,6 +123,28 @@ def test_the_whole_training_cli_on_a_tiny_run(image_folder: Path, tmp_path: Path
     assert installed.is_file() and student.with_suffix(".onnx").is_file()
 
 
+def test_distill_ships_the_mean_of_the_last_epochs(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from model.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(tiny_config().to_dict()))
+    common = ["distill", "--data", str(image_folder), "--run-dir", str(run), "--val-fraction", "0.25", "--teacher", "none",
+              "--config", str(cfg_file), "--batch-size", "8", "--epochs", "2"]
+    assert train_main([*common, "--average-tail", "1.0"]) == 0
+    state = torch.load(run / "distill_state.pt", map_location="cpu", weights_only=False)
+    assert state["extra"]["average_window"] == [0, 2] and int(state["extra"]["average"]["n_averaged"]) == 2
+    shipped = load_checkpoint(run / "student.pt")
+    assert shipped.meta["distill"]["weights"] == "mean of epochs 1-2"
+    name = "head.weight"
+    assert torch.equal(shipped.state_dict[name], state["extra"]["average"][f"module.{name}"])
+    assert not torch.equal(shipped.state_dict[name], state["model"][name])  # not simply the last epoch
+    assert train_main([*common, "--average-tail", "0", "--out", str(run / "best.pt")]) == 0
+    assert load_checkpoint(run / "best.pt").meta["distill"]["weights"].startswith("best epoch")
+    assert train_main([*common, "--average-tail", "1.5"]) == 2
+    assert "--average-tail must be a fraction" in capsys.readouterr().err
+
+
 def test_training_cli_reports_a_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert train_main(["teacher", "--data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "r")]) == 2
     assert "data folder not found" in capsys.readouterr().err

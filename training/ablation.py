@@ -109,6 +109,7 @@ def _student_row(args: argparse.Namespace, row: str) -> dict[str, Any]:
     result = distill.run(_stage_args(
         args, distill, d, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, tau=args.tau, lam=args.lam,
         teacher=Path("none") if row == "no-distill" else args.teacher, out=d / "student.pt", config=d / "config.json",
+        average_tail=0.0,  # every row, MobileNet's too, keeps its best epoch: one selection rule for the table
     ))
     model = load_checkpoint(d / "student.pt").build_model()
     return {"accuracy": result["val_accuracy"], "macro_f1": result["val_macro_f1"], "latency_ms": forward_latency_ms(model, cfg.image_size),

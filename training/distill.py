@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from model.checkpoint import save_checkpoint
 from model.config import StudentConfig
@@ -44,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", type=Path, default=None, help="student init (default run_dir/meta_student.pt if present)")
     p.add_argument("--out", type=Path, default=None, help="final checkpoint (default run_dir/student.pt)")
     p.add_argument("--config", type=Path, default=None, help="StudentConfig JSON when there is no meta init")
+    p.add_argument("--average-tail", type=float, default=0.1, help="ship the mean of the weights at the end of the last FRACTION of the epochs (at least the last epoch); 0: the best epoch by validation accuracy instead, which tunes on the validation split")
     p.add_argument("--unknown-method", choices=["msp", "energy", "prototype"], default="msp", help="unknown-item scorer stored in the checkpoint (msp: best mean AUROC in the leave-one-class-out table of docs/results.md, with energy)")
 
 
@@ -154,8 +157,14 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     weights = class_weights(train_ds.labels, len(names)).to(device) if args.balance == "weights" else None
     criterion = DistillationLoss(args.tau, args.lam if teacher is not None else 0.0, hard=args.hard, class_weight=weights)
     state, state_path, logger = TrainState(), run_dir / "distill_state.pt", JsonlLog(run_dir / "distill_log.jsonl")
+    if not 0.0 <= args.average_tail <= 1.0:
+        raise ValueError(f"--average-tail must be a fraction in [0, 1], got {args.average_tail}")
+    window = [args.epochs - max(1, math.ceil(args.average_tail * args.epochs)), args.epochs]  # epochs (start, end] averaged
+    average = AveragedModel(student) if args.average_tail > 0 else None
     if args.resume and state_path.is_file():
-        state, _ = load_state(state_path, student, opt, sched)
+        state, extra = load_state(state_path, student, opt, sched)
+        if average is not None and extra.get("average_window") == window:
+            average.load_state_dict(extra["average"])
         log.info("resumed distillation at epoch %d", state.epoch)
     best_path = run_dir / "student_best_state.pt"
     timer = Timer()
@@ -167,6 +176,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         logits, ys = predict_logits(student, val_dl, device)
         val_acc = float((logits.argmax(1) == ys).float().mean())
         state.epoch += 1
+        if average is not None and state.epoch > window[0]:
+            average.update_parameters(student)
         rec = {"stage": "distill", "epoch": state.epoch, "train_loss": loss_avg, "train_acc": acc, "val_acc": val_acc, "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed(), "world_size": ctx.world_size}
         if val_acc >= state.best_metric:
             state.best_metric = val_acc
@@ -175,13 +186,20 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         if ctx.is_main:
             logger.write(rec)
             log.info("%s", rec)
-            save_state(state_path, student, opt, sched, state)
+            extra = {"average": average.state_dict(), "average_window": window} if average is not None else None
+            save_state(state_path, student, opt, sched, state, extra)
         ctx.barrier()
     ctx.close()
     if not ctx.is_main:
         return {"rank": ctx.rank}
     model = student
-    model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+    if average is not None and int(average.n_averaged) > 0:
+        model.load_state_dict(average.module.state_dict())
+        weights = f"mean of epochs {window[0] + 1}-{window[1]}"
+    else:
+        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+        weights = f"best epoch by validation accuracy ({state.best_metric:.4f})"
+    log.info("final weights: %s", weights)
     model.eval()
     logits, ys = predict_logits(model, val_dl, device)
     temperature = fit_temperature(logits.numpy(), ys.numpy())
@@ -203,7 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             "val_macro_f1": before.macro_f1,
             "val_ece_before_temperature": before.ece,
             "val_ece_after_temperature": after.ece,
-            "distill": {"tau": args.tau, "lam": args.lam, "hard": args.hard, "epochs": args.epochs, "lr": args.lr, "teacher": str(teacher_path)},
+            "distill": {"tau": args.tau, "lam": args.lam, "hard": args.hard, "epochs": args.epochs, "lr": args.lr, "teacher": str(teacher_path), "weights": weights},
         },
     )
-    return {"val_accuracy": before.accuracy, "val_macro_f1": before.macro_f1, "temperature": temperature, "ece_before": before.ece, "ece_after": after.ece, "checkpoint": str(out)}
+    return {"val_accuracy": before.accuracy, "val_macro_f1": before.macro_f1, "best_epoch_val_accuracy": state.best_metric, "weights": weights, "temperature": temperature, "ece_before": before.ece, "ece_after": after.ece, "checkpoint": str(out)}
