@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,16 +37,7 @@ def load_model(settings: ClassifySettings) -> Classifier:
     """Load the classifier named in the settings (None: the shipped default model)."""
     from model import load_classifier  # heavy import (torch): only when a model is needed
 
-    threads = inference_threads(settings.num_threads)
-    kwargs: dict[str, Any] = {"backend": settings.backend}
-    if "threads" in inspect.signature(load_classifier).parameters:
-        kwargs["threads"] = threads
-    clf = load_classifier(settings.model_path, **kwargs)
-    if settings.backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-    return clf
+    return load_classifier(settings.model_path, backend=settings.backend, threads=inference_threads(settings.num_threads))
 
 
 class ItemClassifier:

@@ -31,7 +31,7 @@ class DemoOptions:
     realtime: bool = True
     json: bool = False
     model: Path | None = None
-    backend: str = "torch"
+    backend: str = "onnx-int8"
     mqtt_host: str = "localhost"
     mqtt_port: int = 1883
     mqtt: bool = True

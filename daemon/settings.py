@@ -94,10 +94,10 @@ class TrackSettings(_Section):
 
 class ClassifySettings(_Section):
     model_path: Path | None = None  # None: the shipped default model
-    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    backend: Literal["torch", "onnx", "onnx-int8"] = "onnx-int8"  # fastest on a CPU; see docs/results.md
     confidence_threshold: float = Field(0.5, ge=0, le=1)
     unknown_threshold: float = Field(0.5, ge=0, le=1)
-    num_threads: int = Field(0, ge=0)  # torch intra-op threads; 0 = half the CPU cores (at least 1)
+    num_threads: int = Field(0, ge=0)  # inference threads (torch or ONNX Runtime); 0 = half the CPU cores (at least 1)
     crop_padding_px: int = Field(4, ge=0)
 
 
