@@ -129,6 +129,8 @@ def _student(args: argparse.Namespace, names: list[str], run_dir: Path) -> Disti
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
+    if not 0.0 <= args.average_tail <= 1.0:
+        raise ValueError(f"--average-tail must be a fraction in [0, 1], got {args.average_tail}")
     seed_everything(args.seed)
     ctx = init_distributed(args.device)
     device = ctx.device
@@ -157,8 +159,6 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     weights = class_weights(train_ds.labels, len(names)).to(device) if args.balance == "weights" else None
     criterion = DistillationLoss(args.tau, args.lam if teacher is not None else 0.0, hard=args.hard, class_weight=weights)
     state, state_path, logger = TrainState(), run_dir / "distill_state.pt", JsonlLog(run_dir / "distill_log.jsonl")
-    if not 0.0 <= args.average_tail <= 1.0:
-        raise ValueError(f"--average-tail must be a fraction in [0, 1], got {args.average_tail}")
     window = [args.epochs - max(1, math.ceil(args.average_tail * args.epochs)), args.epochs]  # epochs (start, end] averaged
     average = AveragedModel(student) if args.average_tail > 0 else None
     if args.resume and state_path.is_file():
@@ -195,7 +195,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     model = student
     if average is not None and int(average.n_averaged) > 0:
         model.load_state_dict(average.module.state_dict())
-        weights = f"mean of epochs {window[0] + 1}-{window[1]}"
+        n = int(average.n_averaged)
+        weights = f"mean of epochs {state.epoch - n + 1}-{state.epoch}"
     else:
         model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
         weights = f"best epoch by validation accuracy ({state.best_metric:.4f})"
