@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         if "pipeline" in what:
             from .pipeline import run_pipeline_bench
 
-            result["pipeline"] = run_pipeline_bench(args.items, args.model, args.backends.split(",")[0])
+            from daemon.settings import ClassifySettings
+
+            result["pipeline"] = run_pipeline_bench(args.items, args.model, ClassifySettings.model_fields["backend"].default)
     except FileNotFoundError as exc:
         print(f"wastesort bench: {exc}", file=sys.stderr)
         return 2

@@ -63,7 +63,8 @@ def render(result: dict[str, Any], command: str) -> str:
             lines.append(f"| {r['extra']['height']}×{r['extra']['width']} | {r['extra']['tokens']} | {r['name']} | {_f(r['median_ms'], 2)} | {_f(r['peak_rss_mb'], 0)} |")
         lines.append("")
     if "pipeline" in result:
-        lines += ["## Daemon pipeline on a rendered conveyor video (shipped model)", "", "| mode | items | frames | processing fps | dropped | latency p50 ms | latency p99 ms | inference p95 ms | actuation error p99 ms | accuracy |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        backend = result["pipeline"][0].get("backend", "?") if result["pipeline"] else "?"
+        lines += [f"## Daemon pipeline on a rendered conveyor video (shipped model, {backend} backend, the daemon's default)", "", "| mode | items | frames | processing fps | dropped | latency p50 ms | latency p99 ms | inference p95 ms | actuation error p99 ms | accuracy |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in result["pipeline"]:
             lines.append(
                 f"| {r.get('mode')} | {r.get('items')} | {r.get('frames_processed')} | {_f(r.get('processing_fps'))} | {r.get('dropped_frames')} | "

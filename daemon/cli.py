@@ -29,7 +29,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-realtime", action="store_true", help="process the video as fast as possible")
     demo.add_argument("--json", action="store_true", help="print the final summary as one JSON line on stdout")
     demo.add_argument("--model", type=Path, default=None, help="model file (default: the shipped model)")
-    demo.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="onnx-int8")
+    demo.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default=None, help="default: the daemon's ([classify] backend)")
     demo.add_argument("--mqtt-host", default="localhost")
     demo.add_argument("--mqtt-port", type=int, default=1883)
     demo.add_argument("--no-mqtt", action="store_true", help="do not publish even if a broker is reachable")
@@ -145,7 +145,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from daemon.demo import DemoOptions, run_demo
 
     opts = DemoOptions(
-        items=args.items, realtime=not args.no_realtime, json=args.json, model=args.model, backend=args.backend,
+        items=args.items, realtime=not args.no_realtime, json=args.json, model=args.model, backend=args.backend or DemoOptions.backend,
         mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, mqtt=not args.no_mqtt, line_id=args.line_id,
     )
     if opts.items < 1:

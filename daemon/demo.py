@@ -31,7 +31,7 @@ class DemoOptions:
     realtime: bool = True
     json: bool = False
     model: Path | None = None
-    backend: str = "onnx-int8"
+    backend: str = ClassifySettings.model_fields["backend"].default
     mqtt_host: str = "localhost"
     mqtt_port: int = 1883
     mqtt: bool = True
