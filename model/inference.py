@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -90,11 +91,20 @@ def quantize_onnx_int8(onnx_model: bytes) -> bytes:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(onnx_model)
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-        return dst.read_bytes()
+    root = logging.getLogger()
+    root.addFilter(_drop_preprocessing_advice)  # the quantiser's advice is for static quantisation; it
+    try:  # would otherwise be a WARNING in the daemon's log at every start
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            src.write_bytes(onnx_model)
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+            return dst.read_bytes()
+    finally:
+        root.removeFilter(_drop_preprocessing_advice)
+
+
+def _drop_preprocessing_advice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Please consider to run pre-processing before quantization")
 
 
 class OnnxRunner:
