@@ -186,21 +186,21 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         if ctx.is_main:
             logger.write(rec)
             log.info("%s", rec)
-            extra = {"average": average.state_dict(), "average_window": window} if average is not None else None
-            save_state(state_path, student, opt, sched, state, extra)
+            average_state = {"average": average.state_dict(), "average_window": window} if average is not None else None
+            save_state(state_path, student, opt, sched, state, average_state)
         ctx.barrier()
     ctx.close()
     if not ctx.is_main:
         return {"rank": ctx.rank}
     model = student
-    if average is not None and int(average.n_averaged) > 0:
+    n_averaged = int(average.n_averaged) if average is not None else 0
+    if n_averaged > 0:
         model.load_state_dict(average.module.state_dict())
-        n = int(average.n_averaged)
-        weights = f"mean of epochs {state.epoch - n + 1}-{state.epoch}"
+        final_weights = f"mean of epochs {state.epoch - n_averaged + 1}-{state.epoch}"
     else:
         model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
-        weights = f"best epoch by validation accuracy ({state.best_metric:.4f})"
-    log.info("final weights: %s", weights)
+        final_weights = f"best epoch by validation accuracy ({state.best_metric:.4f})"
+    log.info("final weights: %s", final_weights)
     model.eval()
     logits, ys = predict_logits(model, val_dl, device)
     temperature = fit_temperature(logits.numpy(), ys.numpy())
@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             "val_macro_f1": before.macro_f1,
             "val_ece_before_temperature": before.ece,
             "val_ece_after_temperature": after.ece,
-            "distill": {"tau": args.tau, "lam": args.lam, "hard": args.hard, "epochs": args.epochs, "lr": args.lr, "teacher": str(teacher_path), "weights": weights},
+            "distill": {"tau": args.tau, "lam": args.lam, "hard": args.hard, "epochs": args.epochs, "lr": args.lr, "teacher": str(teacher_path), "weights": final_weights},
         },
     )
-    return {"val_accuracy": before.accuracy, "val_macro_f1": before.macro_f1, "best_epoch_val_accuracy": state.best_metric, "weights": weights, "temperature": temperature, "ece_before": before.ece, "ece_after": after.ece, "checkpoint": str(out)}
+    return {"val_accuracy": before.accuracy, "val_macro_f1": before.macro_f1, "best_epoch_val_accuracy": state.best_metric, "weights": final_weights, "temperature": temperature, "ece_before": before.ece, "ece_after": after.ece, "checkpoint": str(out)}
