@@ -109,6 +109,8 @@ def make_loader(dataset: Any, batch_size: int, shuffle: bool, balance: str = "no
         shuffle=shuffle and sampler is None,
         sampler=sampler,
         num_workers=num_workers,
+        persistent_workers=num_workers > 0,  # no re-fork every epoch: that dominates short GPU epochs
+        pin_memory=num_workers > 0 and torch.cuda.is_available(),
         drop_last=shuffle,
     )
 

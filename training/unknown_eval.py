@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--out", type=Path, default=None, help="JSON result (default run_dir/unknown_eval.json)")
+    p.add_argument("--out", type=Path, default=None, help="JSON result (default run_dir/unknown_eval.json), rewritten after every held-out class")
+    p.add_argument("--features-out", type=Path, default=None, help="folder for each held-out class's features and logits (npz), to measure new scorers without retraining")
 
 
 def _relabel(samples: list[Sample], keep: list[int]) -> list[Sample]:
@@ -48,7 +49,7 @@ def _relabel(samples: list[Sample], keep: list[int]) -> list[Sample]:
 def train_small(train: list[Sample], k: int, pre: PreprocessConfig, args: argparse.Namespace, device: torch.device) -> DistilledViT:
     model = DistilledViT(StudentConfig(num_classes=k, image_size=(pre.height, pre.width))).to(device)
     ds = CachedImageDataset(train, pre, belt_augmentation(pre.height, pre.width))
-    dl = make_loader(ds, args.batch_size, True)
+    dl = make_loader(ds, args.batch_size, True, num_workers=args.workers)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     sched = warmup_cosine(opt, len(dl), args.epochs * len(dl))
     w = class_weights(ds.labels, k).to(device)
@@ -65,10 +66,21 @@ def train_small(train: list[Sample], k: int, pre: PreprocessConfig, args: argpar
     return model.eval()
 
 
-def evaluate_holdout(model: DistilledViT, train: list[Sample], val_known: list[Sample], unknown: list[Sample], pre: PreprocessConfig, k: int, device: torch.device) -> dict[str, Any]:
-    _, tr_f, tr_y = logits_and_features(model, make_loader(CachedImageDataset(train, pre), 64, False), device)
+def evaluate_holdout(
+    model: DistilledViT, train: list[Sample], val_known: list[Sample], unknown: list[Sample], pre: PreprocessConfig, k: int, device: torch.device, features_file: Path | None = None
+) -> dict[str, Any]:
+    tr_l, tr_f, tr_y = logits_and_features(model, make_loader(CachedImageDataset(train, pre), 64, False), device)
     kl, kf, ky = logits_and_features(model, make_loader(CachedImageDataset(val_known, pre), 64, False), device)
     ul, uf, _ = logits_and_features(model, make_loader(CachedImageDataset(unknown, pre), 64, False), device)
+    if features_file is not None:
+        features_file.parent.mkdir(parents=True, exist_ok=True)
+        half = lambda a: a.astype(np.float16)  # noqa: E731  (half the size; scorers are far coarser)
+        np.savez_compressed(
+            features_file,
+            train_logits=half(tr_l), train_features=half(tr_f), train_labels=tr_y,
+            known_logits=half(kl), known_features=half(kf), known_labels=ky,
+            unknown_logits=half(ul), unknown_features=half(uf),
+        )
     params = {"prototypes": class_prototypes(tr_f, tr_y, k)}
     out: dict[str, Any] = {"known_accuracy": float((kl.argmax(1) == ky).mean()), "n_known": len(ky), "n_unknown": len(ul)}
     for m in METHODS:
@@ -83,21 +95,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     names, train, val, _ = get_split(args.data, args.run_dir, args.val_fraction, args.seed)
     pre = PreprocessConfig(*StudentConfig().image_size)
+    held_out = args.holdout.split(",")
+    unknown_names = [h for h in held_out if h not in names]
+    if unknown_names:
+        raise ValueError(f"--holdout classes {unknown_names} are not among {names}")
     results: dict[str, Any] = {"epochs": args.epochs, "holdout": {}}
-    for held in args.holdout.split(","):
-        if held not in names:
-            raise ValueError(f"--holdout class {held!r} is not one of {names}")
+    out = args.out or (args.run_dir / "unknown_eval.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for held in held_out:
         c = names.index(held)
         keep = [i for i in range(len(names)) if i != c]
         unknown = [s for s in train + val if s.label == c]
         model = train_small(_relabel(train, keep), len(keep), pre, args, device)
-        r = evaluate_holdout(model, _relabel(train, keep), _relabel(val, keep), unknown, pre, len(keep), device)
+        features_file = args.features_out / f"holdout_{held}.npz" if args.features_out else None
+        r = evaluate_holdout(model, _relabel(train, keep), _relabel(val, keep), unknown, pre, len(keep), device, features_file)
         results["holdout"][held] = r
         log.info("held out %s: %s", held, r)
-    for m in METHODS:
-        rows = [r[m] for r in results["holdout"].values()]
-        results[f"mean_{m}"] = {k: float(np.mean([x[k] for x in rows])) for k in ("rejected_at_95_kept", "auroc")}
-    out = args.out or (args.run_dir / "unknown_eval.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+        for m in METHODS:  # the means so far, written each time: a run stopped part-way keeps what it measured
+            rows = [r[m] for r in results["holdout"].values()]
+            results[f"mean_{m}"] = {k: float(np.mean([x[k] for x in rows])) for k in ("rejected_at_95_kept", "auroc")}
+        out.write_text(json.dumps(results, indent=1))
     return results
