@@ -24,7 +24,7 @@ from torch import nn
 from .checkpoint import StudentCheckpoint, load_checkpoint
 from .preprocess import PreprocessConfig, preprocess_bgr
 from .student import DistilledViT
-from .unknown import softmax, unknown_scores
+from .unknown import prepare_params, softmax, unknown_scores
 
 DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "default.pt"
 Backend = Literal["torch", "onnx", "onnx-int8"]
@@ -131,6 +131,7 @@ class Classifier:
         self.preprocess = ckpt.preprocess
         self.backend = backend
         self._runner = runner
+        self._unknown = prepare_params(ckpt.unknown)
 
     def logits_and_features(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return self._runner(preprocess_bgr(images, self.preprocess))
@@ -140,7 +141,7 @@ class Classifier:
             return []
         logits, feats = self.logits_and_features(images)
         probs = softmax(logits, self.checkpoint.temperature)
-        unknown = unknown_scores(logits, feats, self.checkpoint.unknown, self.checkpoint.temperature)
+        unknown = unknown_scores(logits, feats, self._unknown, self.checkpoint.temperature)
         out = []
         for p, u in zip(probs, unknown):
             i = int(p.argmax())

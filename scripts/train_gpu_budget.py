@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CALIBRATION_EPOCHS = 3
 SAFETY = 0.88  # share of the measured time left that the planned epochs may fill
+PART_BYTES = 15_000_000  # the lending tool returns files of at most 16 MiB: larger ones go in parts
 
 
 @dataclass
@@ -163,7 +164,7 @@ def collect(args: argparse.Namespace, runs: dict[str, Path], loco_dir: Path, sum
         torch.save(d, args.run_root / "teacher_fp16.pt")
         candidates.append(("teacher_fp16.pt", args.run_root / "teacher_fp16.pt"))
     candidates += [(f"student_{n}.pt", f) for n, f in students[1:]]
-    used, limit, part = 0, args.collect_limit_mb * 1e6, 15_000_000
+    used, limit, part = 0, args.collect_limit_mb * 1e6, PART_BYTES
     for name, src in candidates:
         size = src.stat().st_size
         if used + size > limit:
@@ -172,7 +173,7 @@ def collect(args: argparse.Namespace, runs: dict[str, Path], loco_dir: Path, sum
         used += size
         if size <= part:
             shutil.copy(src, out / name)
-        else:  # the lending tool returns files of at most 16 MiB
+        else:
             data = src.read_bytes()
             for i in range(0, len(data), part):
                 (out / f"{name}.part{i // part}").write_bytes(data[i : i + part])

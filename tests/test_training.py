@@ -145,6 +145,35 @@ def test_distill_ships_the_mean_of_the_last_epochs(image_folder: Path, tmp_path:
     assert "--average-tail must be a fraction" in capsys.readouterr().err
 
 
+def test_unknown_fit_swaps_the_scorer_of_a_trained_checkpoint(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from model.checkpoint import load_checkpoint
+    from model.inference import read_onnx_metadata
+
+    run = tmp_path / "run"
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(tiny_config().to_dict()))
+    assert train_main(["distill", "--data", str(image_folder), "--run-dir", str(run), "--val-fraction", "0.25", "--teacher", "none",
+                       "--config", str(cfg_file), "--batch-size", "8", "--epochs", "1"]) == 0
+    before = load_checkpoint(run / "student.pt")
+    assert before.unknown["method"] == "msp"
+    refit = tmp_path / "knn.pt"
+    args = ["unknown-fit", "--checkpoint", str(run / "student.pt"), "--split", str(run / "split.json"), "--data", str(image_folder)]
+    assert train_main([*args, "--method", "knn", "--out", str(refit)]) == 0
+    after = load_checkpoint(refit)
+    assert after.unknown["method"] == "knn" and len(after.unknown["bank"]) > 0
+    assert after.meta["unknown_refit"]["method"] == "knn" and after.meta["val_accuracy"] == before.meta["val_accuracy"]
+    for name, value in before.state_dict.items():  # the network itself is untouched
+        assert torch.equal(value, after.state_dict[name])
+    clf = load_classifier(refit, "onnx")  # the bank travels in the ONNX metadata as well
+    img = cv2.imread(str(next((image_folder / "glass").iterdir())))
+    assert 0.0 <= clf.predict([img])[0].unknown <= 1.0
+    assert train_main(["export", "--checkpoint", str(refit)]) == 0
+    assert read_onnx_metadata(refit.with_suffix(".onnx")).unknown["method"] == "knn"
+    with pytest.raises(SystemExit):  # argparse refuses a scorer it does not know
+        train_main([*args, "--method", "oracle"])
+    assert "invalid choice: 'oracle'" in capsys.readouterr().err
+
+
 def test_training_cli_reports_a_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert train_main(["teacher", "--data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "r")]) == 2
     assert "data folder not found" in capsys.readouterr().err
@@ -153,8 +182,8 @@ def test_training_cli_reports_a_missing_data_folder(tmp_path: Path, capsys: pyte
 def test_unknown_scoring_helpers() -> None:
     import numpy as np
 
-    from training.unknown_fit import auroc, fit_scorer, rejected_at_keep
-    from model.unknown import unknown_scores
+    from model.unknown import METHODS, unknown_scores
+    from training.unknown_fit import auroc, feature_params, fit_scorer, rejected_at_keep
 
     known = np.array([0.1, 0.2, 0.3, 0.4])
     assert auroc(known, np.array([0.5, 0.6])) == 1.0
@@ -163,16 +192,30 @@ def test_unknown_scoring_helpers() -> None:
     assert rejected_at_keep(np.linspace(0, 1, 101), np.array([0.99, 0.5, 2.0]), 0.95) == pytest.approx(2 / 3)
     rng = np.random.default_rng(0)
     protos = np.eye(3, 8, dtype=np.float32)
-    feats = protos[rng.integers(0, 3, 200)] + 0.05 * rng.standard_normal((200, 8)).astype(np.float32)
+    labels = rng.integers(0, 3, 200)
+    feats = protos[labels] + 0.05 * rng.standard_normal((200, 8)).astype(np.float32)
     logits = feats[:, :3] * 5
-    for method in ("msp", "energy", "prototype"):
-        p = fit_scorer(method, logits, feats, protos, 1.0)
+    odd = np.zeros((5, 8), np.float32)
+    odd[:, 7] = 1.0  # orthogonal to every class: an item of no trained class
+    assert set(METHODS) == {"msp", "energy", "prototype", "mahalanobis", "knn"}
+    for method in METHODS:
+        p = fit_scorer(method, logits, feats, feature_params(method, feats, labels, 3), 1.0)
         s_known = unknown_scores(logits, feats, p, 1.0)
         assert abs((s_known < 0.5).mean() - 0.95) < 0.02, method  # the 0.5 threshold keeps 95% of known items
-    params = fit_scorer("prototype", logits, feats, protos, 1.0)
-    odd = np.full((5, 8), 0.0, np.float32)
-    odd[:, 7] = 1.0  # orthogonal to every prototype
-    assert (unknown_scores(logits[:5], odd, params, 1.0) > 0.9).all()
+        if method in ("prototype", "mahalanobis", "knn"):  # the feature-space scorers see the odd items
+            assert (unknown_scores(logits[:5], odd, p, 1.0) > 0.9).all(), method
+    with pytest.raises(ValueError, match="not one of"):
+        feature_params("oracle", feats, labels, 3)
+
+
+def test_knn_bank_is_capped_per_class_so_checkpoints_stay_small() -> None:
+    import numpy as np
+
+    from training.unknown_fit import KNN_BANK_PER_CLASS, feature_params
+
+    labels = np.repeat(np.arange(3), [500, 20, 300])
+    bank = np.asarray(feature_params("knn", np.random.default_rng(1).standard_normal((820, 4)), labels, 3)["bank"])
+    assert len(bank) == 2 * KNN_BANK_PER_CLASS + 20
 
 
 def test_unknown_eval_cli_on_a_tiny_run(image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -184,8 +227,26 @@ def test_unknown_eval_cli_on_a_tiny_run(image_folder: Path, tmp_path: Path, monk
     assert rc == 0
     r = json.loads(out.read_text())
     assert r["holdout"]["trash"]["n_unknown"] == 8
-    for m in ("msp", "energy", "prototype"):
+    for m in ("msp", "energy", "prototype", "mahalanobis", "knn"):
         assert 0.0 <= r["holdout"]["trash"][m]["auroc"] <= 1.0
+
+
+def test_unknown_eval_saves_features_and_rescores_them_without_training(image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.unknown_eval as ue
+
+    monkeypatch.setattr(ue, "StudentConfig", lambda **kw: tiny_config(**kw))
+    feats, out = tmp_path / "features", tmp_path / "u.json"
+    common = ["unknown-eval", "--data", str(image_folder), "--run-dir", str(tmp_path / "r"), "--val-fraction", "0.25"]
+    assert train_main([*common, "--holdout", "trash,glass", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--features-out", str(feats)]) == 0
+    assert sorted(p.name for p in feats.iterdir()) == ["holdout_glass.npz", "holdout_trash.npz"]
+    rescored = tmp_path / "again.json"
+    assert train_main([*common, "--rescore", str(feats), "--out", str(rescored)]) == 0
+    first, again = json.loads(out.read_text()), json.loads(rescored.read_text())
+    for held in ("trash", "glass"):  # float16 features: the same table to within rounding
+        for m in ("msp", "mahalanobis", "knn"):
+            assert again["holdout"][held][m]["auroc"] == pytest.approx(first["holdout"][held][m]["auroc"], abs=0.02)
+    assert "mean_knn" in again
+    assert train_main([*common, "--rescore", str(tmp_path / "empty")]) == 2  # a clear error, not a crash
 
 
 def test_ablation_cli_runs_every_row_and_resumes(image_folder: Path, tmp_path: Path) -> None:

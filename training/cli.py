@@ -1,4 +1,4 @@
-"""`wastesort-train`: teacher | meta | distill | unknown-eval | ablation | evaluate | export."""
+"""`wastesort-train`: teacher | meta | distill | unknown-eval | ablation | evaluate | export | unknown-fit."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import ablation, distill, evaluate, export, meta, teacher_train, unknown_eval
+    from . import ablation, distill, evaluate, export, meta, teacher_train, unknown_eval, unknown_refit
 
     parser = argparse.ArgumentParser(prog="wastesort-train", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, module, helptext in [
         ("evaluate", evaluate, "accuracy, macro-F1, per-class P/R, ECE, confusion matrix"),
         ("export", export, "ONNX + the single-file checkpoint the daemon loads"),
+        ("unknown-fit", unknown_refit, "give a trained checkpoint another unknown-item scorer (no retraining)"),
     ]:
         p = sub.add_parser(name, help=helptext)
         module.add_arguments(p)

@@ -23,6 +23,7 @@ from model.config import StudentConfig
 from model.loss import DistillationLoss
 from model.preprocess import PreprocessConfig
 from model.student import DistilledViT
+from model.unknown import METHODS
 
 from .augment import belt_augmentation
 from .data import CachedImageDataset, get_split
@@ -30,7 +31,7 @@ from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_l
 from .metrics import compute_metrics, fit_temperature
 from .distributed import init_distributed
 from .teacher_train import load_teacher
-from .unknown_fit import class_prototypes, fit_scorer, logits_and_features
+from .unknown_fit import feature_params, fit_scorer, logits_and_features
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="final checkpoint (default run_dir/student.pt)")
     p.add_argument("--config", type=Path, default=None, help="StudentConfig JSON when there is no meta init")
     p.add_argument("--average-tail", type=float, default=0.1, help="ship the mean of the weights at the end of the last FRACTION of the epochs (at least the last epoch); 0: the best epoch by validation accuracy instead, which tunes on the validation split")
-    p.add_argument("--unknown-method", choices=["msp", "energy", "prototype"], default="msp", help="unknown-item scorer stored in the checkpoint (msp: best mean AUROC in the leave-one-class-out table of docs/results.md, with energy)")
+    p.add_argument("--unknown-method", choices=METHODS, default="msp", help="unknown-item scorer stored in the checkpoint (msp: best mean AUROC in the leave-one-class-out table of docs/results.md, with energy)")
 
 
 def optimiser_and_schedule(params: list[torch.nn.Parameter], lr: float, epochs: int, steps_per_epoch: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
@@ -109,8 +110,7 @@ def _fit_unknown(model: DistilledViT, train: list, val_dl: torch.utils.data.Data
     train_dl = make_loader(CachedImageDataset(train, pre), 64, False)
     _, train_f, train_y = logits_and_features(model, train_dl, device)
     val_l, val_f, _ = logits_and_features(model, val_dl, device)
-    protos = class_prototypes(train_f, train_y, k)
-    return fit_scorer(method, val_l, val_f, protos, temperature)
+    return fit_scorer(method, val_l, val_f, feature_params(method, train_f, train_y, k), temperature)
 
 
 def _student(args: argparse.Namespace, names: list[str], run_dir: Path) -> DistilledViT:

@@ -21,15 +21,14 @@ import torch.nn.functional as F
 from model.config import StudentConfig
 from model.preprocess import PreprocessConfig
 from model.student import DistilledViT
-from model.unknown import raw_scores
+from model.unknown import METHODS, raw_scores
 
 from .augment import belt_augmentation
 from .data import CachedImageDataset, Sample, get_split
 from .loop import class_weights, make_loader, progress, resolve_device, seed_everything, warmup_cosine
-from .unknown_fit import auroc, class_prototypes, logits_and_features, rejected_at_keep
+from .unknown_fit import auroc, feature_params, logits_and_features, rejected_at_keep
 
 log = logging.getLogger(__name__)
-METHODS = ("msp", "energy", "prototype")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", type=Path, default=None, help="JSON result (default run_dir/unknown_eval.json), rewritten after every held-out class")
     p.add_argument("--features-out", type=Path, default=None, help="folder for each held-out class's features and logits (npz), to measure new scorers without retraining")
+    p.add_argument("--rescore", type=Path, default=None, help="no training: recompute the table from a --features-out folder")
 
 
 def _relabel(samples: list[Sample], keep: list[int]) -> list[Sample]:
@@ -66,31 +66,58 @@ def train_small(train: list[Sample], k: int, pre: PreprocessConfig, args: argpar
     return model.eval()
 
 
-def evaluate_holdout(
-    model: DistilledViT, train: list[Sample], val_known: list[Sample], unknown: list[Sample], pre: PreprocessConfig, k: int, device: torch.device, features_file: Path | None = None
-) -> dict[str, Any]:
-    tr_l, tr_f, tr_y = logits_and_features(model, make_loader(CachedImageDataset(train, pre), 64, False), device)
-    kl, kf, ky = logits_and_features(model, make_loader(CachedImageDataset(val_known, pre), 64, False), device)
-    ul, uf, _ = logits_and_features(model, make_loader(CachedImageDataset(unknown, pre), 64, False), device)
-    if features_file is not None:
-        features_file.parent.mkdir(parents=True, exist_ok=True)
-        half = lambda a: a.astype(np.float16)  # noqa: E731  (half the size; scorers are far coarser)
-        np.savez_compressed(
-            features_file,
-            train_logits=half(tr_l), train_features=half(tr_f), train_labels=tr_y,
-            known_logits=half(kl), known_features=half(kf), known_labels=ky,
-            unknown_logits=half(ul), unknown_features=half(uf),
-        )
-    params = {"prototypes": class_prototypes(tr_f, tr_y, k)}
-    out: dict[str, Any] = {"known_accuracy": float((kl.argmax(1) == ky).mean()), "n_known": len(ky), "n_unknown": len(ul)}
+def holdout_arrays(model: DistilledViT, train: list[Sample], val_known: list[Sample], unknown: list[Sample], pre: PreprocessConfig, device: torch.device) -> dict[str, np.ndarray]:
+    """Logits and features of the known training images, the known validation images and the held-out class."""
+    arrays: dict[str, np.ndarray] = {}
+    for prefix, samples in (("train", train), ("known", val_known), ("unknown", unknown)):
+        logits, features, labels = logits_and_features(model, make_loader(CachedImageDataset(samples, pre), 64, False), device)
+        arrays.update({f"{prefix}_logits": logits, f"{prefix}_features": features, f"{prefix}_labels": labels})
+    return arrays
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """float16 logits and features (half the size; the scorers are far coarser than that)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **{k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in arrays.items()})
+
+
+def score_holdout(arrays: dict[str, np.ndarray], k: int) -> dict[str, Any]:
+    """Every scorer's share of held-out items rejected at 95% of known kept, and its AUROC."""
+    a = {key: v.astype(np.float32) if v.dtype.kind == "f" else v for key, v in arrays.items()}
+    out: dict[str, Any] = {"known_accuracy": float((a["known_logits"].argmax(1) == a["known_labels"]).mean()), "n_known": len(a["known_labels"]), "n_unknown": len(a["unknown_logits"])}
     for m in METHODS:
-        known_s = raw_scores(m, kl, kf, params, 1.0)
-        unknown_s = raw_scores(m, ul, uf, params, 1.0)
+        params = feature_params(m, a["train_features"], a["train_labels"], k)
+        known_s = raw_scores(m, a["known_logits"], a["known_features"], params, 1.0)
+        unknown_s = raw_scores(m, a["unknown_logits"], a["unknown_features"], params, 1.0)
         out[m] = {"rejected_at_95_kept": rejected_at_keep(known_s, unknown_s), "auroc": auroc(known_s, unknown_s)}
     return out
 
 
+def _with_means(results: dict[str, Any]) -> dict[str, Any]:
+    for m in METHODS:
+        rows = [r[m] for r in results["holdout"].values()]
+        results[f"mean_{m}"] = {k: float(np.mean([x[k] for x in rows])) for k in ("rejected_at_95_kept", "auroc")}
+    return results
+
+
+def rescore(folder: Path, out: Path) -> dict[str, Any]:
+    """The table again from saved features (holdout_<class>.npz), with the current scorers: no training."""
+    files = sorted(folder.glob("holdout_*.npz"))
+    if not files:
+        raise FileNotFoundError(f"no holdout_<class>.npz files in {folder} (write them with --features-out)")
+    results: dict[str, Any] = {"rescored_from": str(folder), "holdout": {}}
+    for f in files:
+        with np.load(f) as z:
+            arrays = dict(z)
+        results["holdout"][f.stem.removeprefix("holdout_")] = score_holdout(arrays, int(arrays["train_labels"].max()) + 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_with_means(results), indent=1))
+    return results
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.rescore is not None:
+        return rescore(args.rescore, args.out or (args.rescore / "unknown_eval_rescored.json"))
     seed_everything(args.seed)
     device = resolve_device(args.device)
     names, train, val, _ = get_split(args.data, args.run_dir, args.val_fraction, args.seed)
@@ -107,12 +134,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         keep = [i for i in range(len(names)) if i != c]
         unknown = [s for s in train + val if s.label == c]
         model = train_small(_relabel(train, keep), len(keep), pre, args, device)
-        features_file = args.features_out / f"holdout_{held}.npz" if args.features_out else None
-        r = evaluate_holdout(model, _relabel(train, keep), _relabel(val, keep), unknown, pre, len(keep), device, features_file)
+        arrays = holdout_arrays(model, _relabel(train, keep), _relabel(val, keep), unknown, pre, device)
+        if args.features_out is not None:
+            save_arrays(args.features_out / f"holdout_{held}.npz", arrays)
+        r = score_holdout(arrays, len(keep))
         results["holdout"][held] = r
         log.info("held out %s: %s", held, r)
-        for m in METHODS:  # the means so far, written each time: a run stopped part-way keeps what it measured
-            rows = [r[m] for r in results["holdout"].values()]
-            results[f"mean_{m}"] = {k: float(np.mean([x[k] for x in rows])) for k in ("rejected_at_95_kept", "auroc")}
-        out.write_text(json.dumps(results, indent=1))
+        out.write_text(json.dumps(_with_means(results), indent=1))  # after every class: a run stopped part-way keeps what it measured
     return results

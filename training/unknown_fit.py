@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from model.inference import InferenceNet
 from model.student import DistilledViT
-from model.unknown import raw_scores
+from model.unknown import METHODS, raw_scores
 
 KEEP_KNOWN = 0.95
 
@@ -33,15 +33,43 @@ def logits_and_features(model: DistilledViT, loader: DataLoader, device: torch.d
     return np.concatenate(ls), np.concatenate(fs), np.concatenate(ys)
 
 
+KNN_K = 5  # the k-th neighbour: small, since every class has only a few hundred images
+KNN_BANK_PER_CLASS = 100  # training features kept per class: the bank travels in the checkpoint and ONNX metadata
+
+
 def class_prototypes(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.stack([features[labels == c].mean(axis=0) for c in range(num_classes)])
 
 
-def fit_scorer(method: str, val_logits: np.ndarray, val_features: np.ndarray, prototypes: np.ndarray | None, temperature: float) -> dict[str, Any]:
-    params: dict[str, Any] = {"method": method}
+def mahalanobis_params(features: np.ndarray, labels: np.ndarray, num_classes: int, shrinkage: float = 0.1) -> dict[str, Any]:
+    """Class means and the precision of the shared (within-class) covariance, shrunk towards
+    its mean variance so that it stays invertible with fewer samples than dimensions."""
+    f = features.astype(np.float64)
+    means = np.stack([f[labels == c].mean(axis=0) for c in range(num_classes)])
+    centred = f - means[labels]
+    cov = centred.T @ centred / max(1, len(f) - num_classes)
+    cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+    return {"means": means.astype(np.float32).tolist(), "precision": np.linalg.inv(cov).astype(np.float32).tolist()}
+
+
+def feature_params(method: str, features: np.ndarray, labels: np.ndarray, num_classes: int, seed: int = 0) -> dict[str, Any]:
+    """What a scorer needs from the (unaugmented) training features; empty for the logit scorers."""
     if method == "prototype":
-        assert prototypes is not None
-        params["prototypes"] = prototypes.astype(np.float32).tolist()
+        return {"prototypes": class_prototypes(features, labels, num_classes).astype(np.float32).tolist()}
+    if method == "mahalanobis":
+        return mahalanobis_params(features, labels, num_classes)
+    if method == "knn":
+        rng = np.random.default_rng(seed)
+        keep = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:KNN_BANK_PER_CLASS] for c in range(num_classes)])
+        return {"bank": features[np.sort(keep)].astype(np.float32).tolist(), "k": KNN_K}
+    if method in METHODS:
+        return {}
+    raise ValueError(f"unknown-item method {method!r} is not one of {', '.join(METHODS)}")
+
+
+def fit_scorer(method: str, val_logits: np.ndarray, val_features: np.ndarray, params_from_train: dict[str, Any], temperature: float) -> dict[str, Any]:
+    """The scorer's parameters plus the logistic that maps its 95th known-class percentile to 0.5."""
+    params: dict[str, Any] = {"method": method, **params_from_train}
     raw = raw_scores(method, val_logits, val_features, params, temperature)
     centre = float(np.quantile(raw, KEEP_KNOWN))
     spread = float(np.std(raw)) or 1.0
