@@ -60,6 +60,15 @@ class Stage:
         print(f"[{stamp()}] start {self.name}", flush=True)
         return self
 
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
     def wait(self, deadline: float | None = None) -> int:
         """Wait until done or the deadline (monotonic); past it, stop the stage and return 124."""
         assert self.proc is not None
@@ -67,12 +76,7 @@ class Stage:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.stop()
             rc = 124
         self.wall_s = time.monotonic() - self.started
         self.result = last_json_line(self.log_path)
@@ -81,6 +85,26 @@ class Stage:
 
 
 START = time.monotonic()
+
+
+class StageGroup:
+    """Starts stages and, when it closes, stops whichever still run: however the driver exits,
+    no training is left running behind it."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.stages: list[Stage] = []
+
+    def start(self, stage: Stage) -> Stage:
+        self.stages.append(stage)
+        return stage.start(self.env)
+
+    def __enter__(self) -> "StageGroup":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for stage in self.stages:
+            stage.stop()
 
 
 def stamp() -> str:
@@ -130,13 +154,13 @@ def prepare_run_dir(run_dir: Path, split: Path) -> None:
     shutil.copy(split, run_dir / "split.json")  # the committed split: results comparable with docs/results.md
 
 
-def calibrated(name: str, args: argparse.Namespace, run_dir: Path, stage: str, workers: int, extra: list[str], env: dict[str, str]) -> Stage:
-    return Stage(f"{name}-calibrate", train_cmd(stage, args, run_dir, workers, "--epochs", str(CALIBRATION_EPOCHS), *extra), run_dir / f"{name}.log").start(env)
+def calibrated(name: str, args: argparse.Namespace, run_dir: Path, stage: str, workers: int, extra: list[str], group: StageGroup) -> Stage:
+    return group.start(Stage(f"{name}-calibrate", train_cmd(stage, args, run_dir, workers, "--epochs", str(CALIBRATION_EPOCHS), *extra), run_dir / f"{name}.log"))
 
 
-def resumed(name: str, cal: Stage, args: argparse.Namespace, run_dir: Path, stage: str, workers: int, extra: list[str], end_at: float, cap: int, env: dict[str, str]) -> Stage:
+def resumed(name: str, cal: Stage, args: argparse.Namespace, run_dir: Path, stage: str, workers: int, extra: list[str], end_at: float, cap: int, group: StageGroup) -> Stage:
     epochs = plan_epochs(cal, run_dir / f"{stage}_log.jsonl", end_at, cap)
-    return Stage(name, train_cmd(stage, args, run_dir, workers, "--epochs", str(epochs), "--resume", *extra), run_dir / f"{name}.log").start(env)
+    return group.start(Stage(name, train_cmd(stage, args, run_dir, workers, "--epochs", str(epochs), "--resume", *extra), run_dir / f"{name}.log"))
 
 
 def collect(args: argparse.Namespace, runs: dict[str, Path], loco_dir: Path, summary: dict[str, dict]) -> None:
@@ -149,6 +173,8 @@ def collect(args: argparse.Namespace, runs: dict[str, Path], loco_dir: Path, sum
             for f in sorted(rd.glob("*")):
                 if f.suffix in {".jsonl", ".log", ".json", ".npz"}:
                     tar.add(f, arcname=f"{rd.name}/{f.name}")
+        if (args.run_root / "summary.json").is_file():
+            tar.add(args.run_root / "summary.json", arcname="summary.json")
     students = sorted(
         ((name, rd / "student.pt") for name, rd in runs.items() if (rd / "student.pt").is_file()),
         key=lambda item: -float(summary.get(item[0], {}).get("val_accuracy", -1.0)),
@@ -180,7 +206,7 @@ def collect(args: argparse.Namespace, runs: dict[str, Path], loco_dir: Path, sum
     print(f"[{stamp()}] collected {used / 1e6:.1f} MB: {sorted(p.name for p in out.iterdir())}", flush=True)
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="ImageFolder root")
     p.add_argument("--split", type=Path, required=True, help="split JSON (paths relative to --data)")
@@ -204,61 +230,72 @@ def main() -> int:
     args.data = args.data.resolve()
     if not (args.data.is_dir() and args.split.is_file()):
         raise SystemExit(f"data folder {args.data} or split {args.split} missing")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-    deadline = START + args.budget
-    work_end = deadline - args.reserve
-    teacher_end = START + args.teacher_share * args.budget
     if args.run_root.exists() and any(args.run_root.iterdir()):
         raise SystemExit(f"{args.run_root} is not empty: give a fresh --run-root")
-    run_a, run_b, loco_dir = args.run_root / "a", args.run_root / "b", args.run_root / "loco"
-    for rd in (run_a, loco_dir):
-        prepare_run_dir(rd, args.split)
+    return args
 
+
+def train_all(args: argparse.Namespace, group: StageGroup, runs: dict[str, Path], loco_dir: Path) -> int:
+    """The stages, in the order and overlap of the module docstring; 0 when a student was trained."""
+    work_end = START + args.budget - args.reserve
+    teacher_end = START + args.teacher_share * args.budget
+    run_a = runs["a"]
     loco: list[Stage] = []
     if args.loco_epochs > 0:
         classes = args.loco_holdout.split(",")
         halves = [classes[: (len(classes) + 1) // 2], classes[(len(classes) + 1) // 2 :]]
         for i, part in enumerate(h for h in halves if h):
             extra = ["--holdout", ",".join(part), "--epochs", str(args.loco_epochs), "--out", str(loco_dir / f"unknown_eval_{i}.json"), "--features-out", str(loco_dir)]
-            loco.append(Stage(f"loco{i}", train_cmd("unknown-eval", args, loco_dir, 2, *extra), loco_dir / f"loco{i}.log").start(env))
+            loco.append(group.start(Stage(f"loco{i}", train_cmd("unknown-eval", args, loco_dir, 2, *extra), loco_dir / f"loco{i}.log")))
 
-    meta = Stage("meta", train_cmd("meta", args, run_a, 0, "--iterations", str(args.meta_iters)), run_a / "meta.log").start(env)
-    cal = calibrated("teacher", args, run_a, "teacher", args.workers, [], env)
+    meta = group.start(Stage("meta", train_cmd("meta", args, run_a, 0, "--iterations", str(args.meta_iters)), run_a / "meta.log"))
+    cal = calibrated("teacher", args, run_a, "teacher", args.workers, [], group)
     if cal.wait(teacher_end) != 0:
-        print(open(cal.log_path).read()[-3000:])
+        print(cal.log_path.read_text()[-3000:])
         return 1
-    teacher = resumed("teacher", cal, args, run_a, "teacher", args.workers, [], teacher_end, args.max_teacher_epochs, env)
+    teacher = resumed("teacher", cal, args, run_a, "teacher", args.workers, [], teacher_end, args.max_teacher_epochs, group)
     teacher.wait(teacher_end + 30)
     if not (run_a / "teacher.pt").is_file():
-        print(open(teacher.log_path).read()[-3000:])
+        print(teacher.log_path.read_text()[-3000:])
         return 1
     meta.wait(time.monotonic() + 5)  # a meta run still going is stopped: its last 50-iteration checkpoint is used
 
-    runs = {"a": run_a}
-    plans: list[tuple[str, Path, list[str]]] = [("a", run_a, [])]
-    if args.warm_init is not None:
-        prepare_run_dir(run_b, args.split)
-        runs["b"] = run_b
-        plans.append(("b", run_b, ["--init", str(args.warm_init.resolve()), "--teacher", str(run_a / "teacher.pt"), "--lr", str(args.warm_lr)]))
-    cals = [(name, rd, extra, calibrated(f"distill-{name}", args, rd, "distill", args.workers, extra, env)) for name, rd, extra in plans]
+    plans: list[tuple[str, list[str]]] = [("a", [])]
+    if "b" in runs:
+        plans.append(("b", ["--init", str(args.warm_init.resolve()), "--teacher", str(run_a / "teacher.pt"), "--lr", str(args.warm_lr)]))
+    cals = [(name, extra, calibrated(f"distill-{name}", args, runs[name], "distill", args.workers, extra, group)) for name, extra in plans]
     finals = []
-    for name, rd, extra, c in cals:
+    for name, extra, c in cals:
         if c.wait(work_end) != 0:
-            print(open(c.log_path).read()[-3000:])
+            print(c.log_path.read_text()[-3000:])
             continue
-        finals.append(resumed(f"distill-{name}", c, args, rd, "distill", args.workers, extra, work_end, args.max_distill_epochs, env))
+        finals.append(resumed(f"distill-{name}", c, args, runs[name], "distill", args.workers, extra, work_end, args.max_distill_epochs, group))
     for f in finals:
         f.wait(work_end + 20)
     for s in loco:
         s.wait(work_end + 20)
+    return 0 if any((rd / "student.pt").is_file() for rd in runs.values()) else 1
+
+
+def main() -> int:
+    args = parse_args()
+    runs = {"a": args.run_root / "a"}
+    if args.warm_init is not None:
+        runs["b"] = args.run_root / "b"
+    loco_dir = args.run_root / "loco"
+    for rd in [*runs.values(), loco_dir]:
+        prepare_run_dir(rd, args.split)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    with StageGroup(env) as group:
+        rc = train_all(args, group, runs, loco_dir)
     summary = {name: last_json_line(rd / f"distill-{name}.log") for name, rd in runs.items()}
-    summary["teacher"] = last_json_line(run_a / "teacher.log")
-    (run_a / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary["teacher"] = last_json_line(runs["a"] / "teacher.log")
+    (args.run_root / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1), flush=True)
-    if args.collect is not None:
+    if args.collect is not None:  # on failure too: the logs say what went wrong
         collect(args, runs, loco_dir, summary)
-    print(f"[{stamp()}] done", flush=True)
-    return 0
+    print(f"[{stamp()}] done, rc={rc}", flush=True)
+    return rc
 
 
 if __name__ == "__main__":

@@ -246,6 +246,11 @@ def test_unknown_eval_saves_features_and_rescores_them_without_training(image_fo
         for m in ("msp", "mahalanobis", "knn"):
             assert again["holdout"][held][m]["auroc"] == pytest.approx(first["holdout"][held][m]["auroc"], abs=0.02)
     assert "mean_knn" in again
+    rule = again["holdout"]["trash"]["confidence_rule"]
+    assert [r["confidence_threshold"] for r in rule] == [0.5, 0.6, 0.7, 0.8, 0.9]
+    sorted_share = [r["known_sorted"] for r in rule]
+    rejected = [r["unknown_rejected"] for r in rule]
+    assert sorted_share == sorted(sorted_share, reverse=True) and rejected == sorted(rejected)  # a stricter threshold sorts less, rejects more
     assert train_main([*common, "--rescore", str(tmp_path / "empty")]) == 2  # a clear error, not a crash
 
 

@@ -21,14 +21,16 @@ import torch.nn.functional as F
 from model.config import StudentConfig
 from model.preprocess import PreprocessConfig
 from model.student import DistilledViT
-from model.unknown import METHODS, raw_scores
+from model.unknown import METHODS, raw_scores, softmax
 
 from .augment import belt_augmentation
 from .data import CachedImageDataset, Sample, get_split
 from .loop import class_weights, make_loader, progress, resolve_device, seed_everything, warmup_cosine
+from .metrics import fit_temperature
 from .unknown_fit import auroc, feature_params, logits_and_features, rejected_at_keep
 
 log = logging.getLogger(__name__)
+CONFIDENCE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -90,13 +92,39 @@ def score_holdout(arrays: dict[str, np.ndarray], k: int) -> dict[str, Any]:
         known_s = raw_scores(m, a["known_logits"], a["known_features"], params, 1.0)
         unknown_s = raw_scores(m, a["unknown_logits"], a["unknown_features"], params, 1.0)
         out[m] = {"rejected_at_95_kept": rejected_at_keep(known_s, unknown_s), "auroc": auroc(known_s, unknown_s)}
+    out["confidence_rule"] = confidence_rule(a["known_logits"], a["known_labels"], a["unknown_logits"])
     return out
+
+
+def confidence_rule(known_logits: np.ndarray, known_labels: np.ndarray, unknown_logits: np.ndarray) -> list[dict[str, float | None]]:
+    """The daemon's confidence threshold as an unknown-item filter: per threshold, the share of known
+    items sorted (and their accuracy) against the share of held-out items rejected. The temperature
+    is fitted on the known validation logits, as `distill` does for the shipped model."""
+    t = fit_temperature(known_logits, known_labels)
+    known_p, unknown_p = softmax(known_logits, t), softmax(unknown_logits, t)
+    rows = []
+    for threshold in CONFIDENCE_THRESHOLDS:
+        kept = known_p.max(axis=1) >= threshold
+        correct = known_p.argmax(axis=1) == known_labels
+        rows.append({
+            "confidence_threshold": threshold,
+            "known_sorted": float(kept.mean()),
+            "known_sorted_accuracy": float(correct[kept].mean()) if kept.any() else None,
+            "unknown_rejected": float((unknown_p.max(axis=1) < threshold).mean()),
+        })  # fmt: skip
+    return rows
 
 
 def _with_means(results: dict[str, Any]) -> dict[str, Any]:
     for m in METHODS:
         rows = [r[m] for r in results["holdout"].values()]
         results[f"mean_{m}"] = {k: float(np.mean([x[k] for x in rows])) for k in ("rejected_at_95_kept", "auroc")}
+    rules = [r["confidence_rule"] for r in results["holdout"].values() if "confidence_rule" in r]
+    if rules:
+        results["mean_confidence_rule"] = [
+            {"confidence_threshold": row["confidence_threshold"], **{k: float(np.mean([r[i][k] for r in rules])) for k in ("known_sorted", "unknown_rejected")}}
+            for i, row in enumerate(rules[0])
+        ]
     return results
 
 
