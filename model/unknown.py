@@ -11,7 +11,7 @@ is stored in the checkpoint's `unknown` entry:
 - "knn": the cosine distance to the k-th nearest training feature.
 Every fitted scorer is squashed by a logistic whose centre and slope come from
 known-class validation data (the 95th percentile and the spread), so that 0.5
-means the same for all three: 95% of known items score below it.
+means the same for all of them: 95% of known items score below it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import numpy as np
 
 METHODS = ("msp", "energy", "prototype", "mahalanobis", "knn")
 _ARRAY_KEYS = ("prototypes", "means", "precision", "bank")
-
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

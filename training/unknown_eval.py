@@ -102,10 +102,10 @@ def confidence_rule(known_logits: np.ndarray, known_labels: np.ndarray, unknown_
     is fitted on the known validation logits, as `distill` does for the shipped model."""
     t = fit_temperature(known_logits, known_labels)
     known_p, unknown_p = softmax(known_logits, t), softmax(unknown_logits, t)
+    correct = known_p.argmax(axis=1) == known_labels
     rows = []
     for threshold in CONFIDENCE_THRESHOLDS:
         kept = known_p.max(axis=1) >= threshold
-        correct = known_p.argmax(axis=1) == known_labels
         rows.append({
             "confidence_threshold": threshold,
             "known_sorted": float(kept.mean()),

@@ -19,6 +19,8 @@ from model.student import DistilledViT
 from model.unknown import METHODS, raw_scores
 
 KEEP_KNOWN = 0.95
+KNN_K = 5  # the k-th neighbour: small, since every class has only a few hundred images
+KNN_BANK_PER_CLASS = 100  # training features kept per class: the bank travels in the checkpoint and ONNX metadata
 
 
 @torch.no_grad()
@@ -33,10 +35,6 @@ def logits_and_features(model: DistilledViT, loader: DataLoader, device: torch.d
     return np.concatenate(ls), np.concatenate(fs), np.concatenate(ys)
 
 
-KNN_K = 5  # the k-th neighbour: small, since every class has only a few hundred images
-KNN_BANK_PER_CLASS = 100  # training features kept per class: the bank travels in the checkpoint and ONNX metadata
-
-
 def class_prototypes(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.stack([features[labels == c].mean(axis=0) for c in range(num_classes)])
 
@@ -45,7 +43,7 @@ def mahalanobis_params(features: np.ndarray, labels: np.ndarray, num_classes: in
     """Class means and the precision of the shared (within-class) covariance, shrunk towards
     its mean variance so that it stays invertible with fewer samples than dimensions."""
     f = features.astype(np.float64)
-    means = np.stack([f[labels == c].mean(axis=0) for c in range(num_classes)])
+    means = class_prototypes(f, labels, num_classes)
     centred = f - means[labels]
     cov = centred.T @ centred / max(1, len(f) - num_classes)
     cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
