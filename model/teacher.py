@@ -27,10 +27,11 @@ def _cached_imagenet_file() -> Path | None:
     return cache1 if cache1.is_file() else None
 
 
-def build_teacher(num_classes: int, weights: str | Path | None = None) -> nn.Module:
-    """ResNet-50 with a `num_classes` head; ImageNet init from `weights` or the local cache if present."""
+def build_teacher(num_classes: int, weights: str | Path | None = None, imagenet: bool = True) -> nn.Module:
+    """ResNet-50 with a `num_classes` head; ImageNet init from `weights` or the local cache if present.
+    imagenet=False skips both (the caller loads a trained teacher's own weights next)."""
     model = resnet50(weights=None)
-    source = Path(weights) if weights is not None else _cached_imagenet_file()
+    source = Path(weights) if weights is not None else (_cached_imagenet_file() if imagenet else None)
     if source is not None:
         if not source.is_file():
             raise FileNotFoundError(f"teacher weights file not found: {source}")
@@ -42,7 +43,7 @@ def build_teacher(num_classes: int, weights: str | Path | None = None) -> nn.Mod
         if unexpected or set(missing) - {"fc.weight", "fc.bias"}:
             raise ValueError(f"{source} is not a ResNet-50 state dict (missing={missing}, unexpected={unexpected})")
         log.info("teacher: ResNet-50 initialised from ImageNet weights in %s", source)
-    else:
+    elif imagenet:
         log.warning("teacher: no local ImageNet weights found; ResNet-50 will be trained from scratch")
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model

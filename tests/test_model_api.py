@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,26 @@ def test_teacher_from_a_local_weights_file(tmp_path: Path) -> None:
     assert t.fc.out_features == 4
     with pytest.raises(FileNotFoundError):
         build_teacher(4, tmp_path / "missing.pth")
+
+
+def test_loading_a_trained_teacher_neither_reads_imagenet_weights_nor_announces_training(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from torchvision.models import ResNet50_Weights
+
+    from training.teacher_train import load_teacher
+
+    cache = tmp_path / "hub"
+    (cache / "checkpoints").mkdir(parents=True)
+    (cache / "checkpoints" / Path(ResNet50_Weights.IMAGENET1K_V2.url).name).write_bytes(b"not a state dict")  # reading it would fail
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(cache))
+    trained = build_teacher(3, imagenet=False)
+    f = tmp_path / "teacher.pt"
+    torch.save({"state_dict": trained.state_dict(), "class_names": ["a", "b", "c"]}, f)
+    with caplog.at_level("WARNING"):
+        loaded, names = load_teacher(f, torch.device("cpu"))
+    assert names == ["a", "b", "c"] and torch.equal(loaded.fc.weight, trained.fc.weight)
+    assert "from scratch" not in caplog.text
+    with pytest.raises(pickle.UnpicklingError):  # while a teacher about to be trained does read the cache
+        build_teacher(3)
 
 
 def test_preprocess_handles_odd_inputs_and_rejects_bad_ones() -> None:

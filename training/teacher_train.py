@@ -95,6 +95,6 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
 def load_teacher(path: Path, device: torch.device) -> tuple[torch.nn.Module, list[str]]:
     d = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_teacher(len(d["class_names"]))
+    model = build_teacher(len(d["class_names"]), imagenet=False)
     model.load_state_dict(d["state_dict"])
     return model.to(device).eval(), list(d["class_names"])
