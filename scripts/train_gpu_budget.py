@@ -15,8 +15,10 @@ Everything worth keeping is gathered in `--collect` (student checkpoints, logs, 
 results and features in one archive, the teacher in float16 parts when they fit). Runs on
 CPU too (tiny budgets, for a rehearsal). Example (one H100, 9 minutes):
 
-    PYTHONPATH=. python3 scripts/train_gpu_budget.py --data DIR --split training/splits/trashnet_seed0.json \\
-        --device cuda --budget 540 --warm-init model/weights/default.pt --loco-epochs 40 --collect $OUT
+    PYTHONPATH=. python3 scripts/train_gpu_budget.py --data .gpu/trashnet --split training/splits/trashnet_seed0.json \\
+        --device cuda --budget 550 --warm-init model/weights/default.pt --loco-epochs 60 --collect $OUT
+
+(docs/results.md says how the data travels with the checkout and how the results come back.)
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,15 +50,14 @@ class Stage:
     proc: subprocess.Popen | None = None
     started: float = 0.0
     wall_s: float = 0.0
-    result: dict = field(default_factory=dict)
 
     def start(self, env: dict[str, str]) -> "Stage":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("a")
-        log.write(f"\n$ {' '.join(self.argv)}\n")
-        log.flush()
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        with self.log_path.open("a") as log:  # the child keeps its own copy of the descriptor
+            log.write(f"\n$ {' '.join(self.argv)}\n")
+            log.flush()
+            self.started = time.monotonic()
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         print(f"[{stamp()}] start {self.name}", flush=True)
         return self
 
@@ -79,8 +80,7 @@ class Stage:
             self.stop()
             rc = 124
         self.wall_s = time.monotonic() - self.started
-        self.result = last_json_line(self.log_path)
-        print(f"[{stamp()}] {self.name} rc={rc} wall={self.wall_s:.1f}s {json.dumps(self.result)[:300]}", flush=True)
+        print(f"[{stamp()}] {self.name} rc={rc} wall={self.wall_s:.1f}s {json.dumps(last_json_line(self.log_path))[:300]}", flush=True)
         return rc
 
 

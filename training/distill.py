@@ -31,7 +31,7 @@ from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_l
 from .metrics import compute_metrics, fit_temperature
 from .distributed import init_distributed
 from .teacher_train import load_teacher
-from .unknown_fit import feature_params, fit_scorer, logits_and_features
+from .unknown_fit import fit_for_model
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +103,6 @@ def run_epoch(
         correct += int((((cls_logits + dist_logits) / 2).argmax(1) == y).sum())
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
     return loss_sum / max(seen, 1), correct / max(seen, 1)
-
-
-def _fit_unknown(model: DistilledViT, train: list, val_dl: torch.utils.data.DataLoader, pre: PreprocessConfig, device: torch.device, k: int, temperature: float, method: str) -> dict:
-    """Prototypes from the unaugmented training images; the scorer's logistic from validation."""
-    train_dl = make_loader(CachedImageDataset(train, pre), 64, False)
-    _, train_f, train_y = logits_and_features(model, train_dl, device)
-    val_l, val_f, _ = logits_and_features(model, val_dl, device)
-    return fit_scorer(method, val_l, val_f, feature_params(method, train_f, train_y, k), temperature)
 
 
 def _student(args: argparse.Namespace, names: list[str], run_dir: Path) -> DistilledViT:
@@ -204,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     model.eval()
     logits, ys = predict_logits(model, val_dl, device)
     temperature = fit_temperature(logits.numpy(), ys.numpy())
-    unknown = _fit_unknown(model, train, val_dl, pre, device, len(names), temperature, args.unknown_method)
+    unknown = fit_for_model(model, train, val, pre, device, temperature, args.unknown_method)
     before = compute_metrics(logits.numpy(), ys.numpy(), names)
     after = compute_metrics(logits.numpy(), ys.numpy(), names, temperature)
     out = args.out or (run_dir / "student.pt")

@@ -15,8 +15,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from model.inference import InferenceNet
+from model.preprocess import PreprocessConfig
 from model.student import DistilledViT
 from model.unknown import METHODS, raw_scores
+
+from .data import CachedImageDataset, Sample
+from .loop import make_loader
 
 KEEP_KNOWN = 0.95
 KNN_K = 5  # the k-th neighbour: small, since every class has only a few hundred images
@@ -73,6 +77,15 @@ def fit_scorer(method: str, val_logits: np.ndarray, val_features: np.ndarray, pa
     spread = float(np.std(raw)) or 1.0
     params.update({"centre": centre, "slope": 4.0 / spread, "keep_known": KEEP_KNOWN})
     return params
+
+
+def fit_for_model(model: DistilledViT, train: list[Sample], val: list[Sample], pre: PreprocessConfig, device: torch.device, temperature: float, method: str) -> dict[str, Any]:
+    """A trained model's scorer: what it needs from the unaugmented training images, its logistic
+    from the validation images (the end of `distill`, and `unknown-fit` for a finished checkpoint)."""
+    num_classes = model.cfg.num_classes
+    _, train_f, train_y = logits_and_features(model, make_loader(CachedImageDataset(train, pre), 64, False), device)
+    val_l, val_f, _ = logits_and_features(model, make_loader(CachedImageDataset(val, pre), 64, False), device)
+    return fit_scorer(method, val_l, val_f, feature_params(method, train_f, train_y, num_classes), temperature)
 
 
 def auroc(known: np.ndarray, unknown: np.ndarray) -> float:

@@ -18,9 +18,8 @@ import torch
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.unknown import METHODS
 
-from .data import CachedImageDataset, load_split
-from .loop import make_loader
-from .unknown_fit import feature_params, fit_scorer, logits_and_features
+from .data import load_split
+from .unknown_fit import fit_for_model
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,10 +38,7 @@ def run(args: argparse.Namespace) -> dict:
     if names != ckpt.class_names:
         raise ValueError(f"split classes {names} differ from the checkpoint's {ckpt.class_names}")
     model = ckpt.build_model()
-    device = torch.device("cpu")
-    _, train_f, train_y = logits_and_features(model, make_loader(CachedImageDataset(train, ckpt.preprocess), 64, False), device)
-    val_l, val_f, _ = logits_and_features(model, make_loader(CachedImageDataset(val, ckpt.preprocess), 64, False), device)
-    unknown = fit_scorer(args.method, val_l, val_f, feature_params(args.method, train_f, train_y, len(names)), ckpt.temperature)
+    unknown = fit_for_model(model, train, val, ckpt.preprocess, torch.device("cpu"), ckpt.temperature, args.method)
     meta = {**ckpt.meta, "unknown_refit": {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "method": args.method, "split": str(args.split)}}
     out = save_checkpoint(args.out or args.checkpoint, model, ckpt.class_names, ckpt.preprocess, ckpt.temperature, unknown, meta)
     return {"checkpoint": str(out), "method": args.method, "centre": unknown["centre"], "slope": unknown["slope"], "bytes": out.stat().st_size}
