@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     model.eval()
     logits, ys = predict_logits(model, val_dl, device)
     temperature = fit_temperature(logits.numpy(), ys.numpy())
-    unknown = fit_for_model(model, train, val, pre, device, temperature, args.unknown_method)
+    unknown = fit_for_model(model, make_loader(CachedImageDataset(train, pre), 64, False), val_dl, device, temperature, args.unknown_method)
     before = compute_metrics(logits.numpy(), ys.numpy(), names)
     after = compute_metrics(logits.numpy(), ys.numpy(), names, temperature)
     out = args.out or (run_dir / "student.pt")

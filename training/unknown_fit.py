@@ -15,12 +15,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from model.inference import InferenceNet
-from model.preprocess import PreprocessConfig
 from model.student import DistilledViT
 from model.unknown import METHODS, raw_scores
-
-from .data import CachedImageDataset, Sample
-from .loop import make_loader
 
 KEEP_KNOWN = 0.95
 KNN_K = 5  # the k-th neighbour: small, since every class has only a few hundred images
@@ -79,13 +75,12 @@ def fit_scorer(method: str, val_logits: np.ndarray, val_features: np.ndarray, pa
     return params
 
 
-def fit_for_model(model: DistilledViT, train: list[Sample], val: list[Sample], pre: PreprocessConfig, device: torch.device, temperature: float, method: str) -> dict[str, Any]:
+def fit_for_model(model: DistilledViT, train_loader: DataLoader, val_loader: DataLoader, device: torch.device, temperature: float, method: str) -> dict[str, Any]:
     """A trained model's scorer: what it needs from the unaugmented training images, its logistic
     from the validation images (the end of `distill`, and `unknown-fit` for a finished checkpoint)."""
-    num_classes = model.cfg.num_classes
-    _, train_f, train_y = logits_and_features(model, make_loader(CachedImageDataset(train, pre), 64, False), device)
-    val_l, val_f, _ = logits_and_features(model, make_loader(CachedImageDataset(val, pre), 64, False), device)
-    return fit_scorer(method, val_l, val_f, feature_params(method, train_f, train_y, num_classes), temperature)
+    _, train_f, train_y = logits_and_features(model, train_loader, device)
+    val_l, val_f, _ = logits_and_features(model, val_loader, device)
+    return fit_scorer(method, val_l, val_f, feature_params(method, train_f, train_y, model.cfg.num_classes), temperature)
 
 
 def auroc(known: np.ndarray, unknown: np.ndarray) -> float:

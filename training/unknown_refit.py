@@ -18,7 +18,8 @@ import torch
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.unknown import METHODS
 
-from .data import load_split
+from .data import CachedImageDataset, load_split
+from .loop import make_loader
 from .unknown_fit import fit_for_model
 
 
@@ -38,7 +39,8 @@ def run(args: argparse.Namespace) -> dict:
     if names != ckpt.class_names:
         raise ValueError(f"split classes {names} differ from the checkpoint's {ckpt.class_names}")
     model = ckpt.build_model()
-    unknown = fit_for_model(model, train, val, ckpt.preprocess, torch.device("cpu"), ckpt.temperature, args.method)
+    loaders = [make_loader(CachedImageDataset(samples, ckpt.preprocess), 64, False) for samples in (train, val)]
+    unknown = fit_for_model(model, *loaders, torch.device("cpu"), ckpt.temperature, args.method)
     meta = {**ckpt.meta, "unknown_refit": {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "method": args.method, "split": str(args.split)}}
     out = save_checkpoint(args.out or args.checkpoint, model, ckpt.class_names, ckpt.preprocess, ckpt.temperature, unknown, meta)
     return {"checkpoint": str(out), "method": args.method, "centre": unknown["centre"], "slope": unknown["slope"], "bytes": out.stat().st_size}
