@@ -145,6 +145,39 @@ def test_distill_ships_the_mean_of_the_last_epochs(image_folder: Path, tmp_path:
     assert "--average-tail must be a fraction" in capsys.readouterr().err
 
 
+def test_distill_takes_a_trained_student_as_its_teacher(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Self-distillation: the teacher is a student checkpoint, run in eval mode on the same input."""
+    from model.checkpoint import load_checkpoint, save_checkpoint
+    from training.teacher_train import load_teacher
+
+    names = sorted(d.name for d in image_folder.iterdir())
+    cfg = tiny_config(num_classes=len(names))
+    torch.manual_seed(1)
+    teacher_file = save_checkpoint(tmp_path / "teacher_student.pt", DistilledViT(cfg).eval(), names, PreprocessConfig(height=24, width=32))
+    pre = PreprocessConfig(height=24, width=32)
+    teacher, t_names = load_teacher(teacher_file, torch.device("cpu"), pre)
+    assert isinstance(teacher, DistilledViT) and not teacher.training and t_names == names
+    x = torch.randn(2, 3, 24, 32)
+    expected = load_checkpoint(teacher_file).build_model()(x)
+    assert torch.allclose(teacher(x), expected)  # one (averaged-heads) logit tensor, as a ResNet teacher gives
+    with pytest.raises(ValueError, match="expects input"):
+        load_teacher(teacher_file, torch.device("cpu"), PreprocessConfig(height=32, width=32))
+
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(cfg.to_dict()))
+    run = tmp_path / "run"
+    common = ["distill", "--data", str(image_folder), "--run-dir", str(run), "--val-fraction", "0.25",
+              "--config", str(cfg_file), "--batch-size", "8", "--epochs", "1"]
+    assert train_main([*common, "--teacher", str(teacher_file), "--aug-strength", "0.5"]) == 0
+    recipe = load_checkpoint(run / "student.pt").meta["distill"]
+    assert recipe["teacher"] == str(teacher_file) and recipe["aug_strength"] == 0.5
+    assert train_main([*common, "--teacher", str(teacher_file), "--aug-strength", "1.5"]) == 2
+    assert "--aug-strength must be in [0, 1]" in capsys.readouterr().err
+    wide = save_checkpoint(tmp_path / "wide.pt", DistilledViT(tiny_config(num_classes=len(names), image_size=(32, 32))).eval(), names, PreprocessConfig(height=32, width=32))
+    assert train_main([*common, "--teacher", str(wide), "--run-dir", str(tmp_path / "run2")]) == 2
+    assert "expects input" in capsys.readouterr().err  # refused before training, not at the first batch
+
+
 def test_unknown_fit_swaps_the_scorer_of_a_trained_checkpoint(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from model.checkpoint import load_checkpoint
     from model.inference import read_onnx_metadata

@@ -43,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau", type=float, default=3.0)
     p.add_argument("--lam", type=float, default=0.5)
     p.add_argument("--hard", action="store_true", help="hard-label distillation variant")
-    p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default run_dir/teacher.pt); 'none' = no distillation")
+    p.add_argument("--aug-strength", type=float, default=1.0, help="scale of the belt augmentation (rotation, margin, colour, blur probabilities and ranges); flips and crops stay")
+    p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default run_dir/teacher.pt): a ResNet-50 from `teacher`, or a trained student checkpoint (self-distillation); 'none' = no distillation")
     p.add_argument("--init", type=Path, default=None, help="student init (default run_dir/meta_student.pt if present)")
     p.add_argument("--out", type=Path, default=None, help="final checkpoint (default run_dir/student.pt)")
     p.add_argument("--config", type=Path, default=None, help="StudentConfig JSON when there is no meta init")
@@ -123,6 +124,8 @@ def _student(args: argparse.Namespace, names: list[str], run_dir: Path) -> Disti
 def run(args: argparse.Namespace) -> dict[str, float]:
     if not 0.0 <= args.average_tail <= 1.0:
         raise ValueError(f"--average-tail must be a fraction in [0, 1], got {args.average_tail}")
+    if not 0.0 <= args.aug_strength <= 1.0:
+        raise ValueError(f"--aug-strength must be in [0, 1], got {args.aug_strength}")
     seed_everything(args.seed)
     ctx = init_distributed(args.device)
     device = ctx.device
@@ -137,10 +140,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     teacher = None
     teacher_path = args.teacher or (run_dir / "teacher.pt")
     if str(teacher_path) != "none":
-        teacher, t_names = load_teacher(teacher_path, device)
+        teacher, t_names = load_teacher(teacher_path, device, pre)
         if t_names != names:
             raise ValueError(f"teacher classes {t_names} differ from the data's {names}")
-    train_ds = CachedImageDataset(train, pre, belt_augmentation(*cfg.image_size))
+    train_ds = CachedImageDataset(train, pre, belt_augmentation(*cfg.image_size, strength=args.aug_strength))
     val_dl = make_loader(CachedImageDataset(val, pre), 64, False)
     train_dl = ctx.train_loader(train_ds, args.batch_size, args.balance, args.workers)
     for p in model.affine_parameters():
@@ -214,7 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             "val_macro_f1": before.macro_f1,
             "val_ece_before_temperature": before.ece,
             "val_ece_after_temperature": after.ece,
-            "distill": {"tau": args.tau, "lam": args.lam, "hard": args.hard, "epochs": args.epochs, "lr": args.lr, "teacher": str(teacher_path), "weights": final_weights},
+            "distill": {"tau": args.tau, "lam": args.lam, "hard": args.hard, "epochs": args.epochs, "lr": args.lr, "aug_strength": args.aug_strength, "teacher": str(teacher_path), "weights": final_weights},
         },
     )
     return {"val_accuracy": before.accuracy, "val_macro_f1": before.macro_f1, "best_epoch_val_accuracy": state.best_metric, "weights": final_weights, "temperature": temperature, "ece_before": before.ece, "ece_after": after.ece, "checkpoint": str(out)}

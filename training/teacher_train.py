@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from model.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from model.checkpoint import load_checkpoint
 from model.preprocess import PreprocessConfig
 from model.teacher import build_teacher
 
@@ -93,8 +95,19 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     return {"best_val_acc": state.best_metric, "skipped_images": len(skipped)}
 
 
-def load_teacher(path: Path, device: torch.device) -> tuple[torch.nn.Module, list[str]]:
+def load_teacher(path: Path, device: torch.device, preprocess: PreprocessConfig | None = None) -> tuple[torch.nn.Module, list[str]]:
+    """A teacher for distillation: a ResNet-50 from `wastesort-train teacher`, or a trained student.
+
+    A student checkpoint (the single-file format the daemon loads) as teacher is self-distillation:
+    the shipped student is a much stronger teacher than a ResNet-50 trained from scratch here.
+    Its input must be the training run's input, so `preprocess` (when given) must match its own.
+    """
     d = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(d, dict) and d.get("format") == CHECKPOINT_FORMAT:
+        ckpt = load_checkpoint(path)
+        if preprocess is not None and ckpt.preprocess != preprocess:
+            raise ValueError(f"teacher {path} expects input {ckpt.preprocess}, the run feeds {preprocess}")
+        return ckpt.build_model().to(device).eval(), list(ckpt.class_names)
     model = build_teacher(len(d["class_names"]), imagenet=False)
     model.load_state_dict(d["state_dict"])
     return model.to(device).eval(), list(d["class_names"])
