@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
 
 
-def _paths_and_labels(data: Path, class_names: list[str]) -> tuple[list[str], np.ndarray]:
+def paths_and_labels(data: Path, class_names: list[str]) -> tuple[list[str], np.ndarray]:
     if data.suffix == ".json":
         d = json.loads(data.read_text())
         if d["class_names"] != class_names:
@@ -44,7 +44,7 @@ def _paths_and_labels(data: Path, class_names: list[str]) -> tuple[list[str], np
 def evaluate_checkpoint(checkpoint: Path, data: Path, backend: str = "torch", batch_size: int = 64) -> tuple[Metrics, list[str], list[dict[str, float | None]]]:
     """Metrics with the checkpoint's temperature, and the reject curve of the daemon's rule."""
     clf = load_classifier(checkpoint, backend)  # type: ignore[arg-type]
-    paths, labels = _paths_and_labels(data, clf.class_names)
+    paths, labels = paths_and_labels(data, clf.class_names)
     logits, feats = [], []
     for i in range(0, len(paths), batch_size):
         imgs = [cv2.imread(p, cv2.IMREAD_COLOR) for p in paths[i : i + batch_size]]
