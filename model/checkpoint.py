@@ -89,6 +89,11 @@ def load_checkpoint(path: str | Path) -> StudentCheckpoint:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file
         raise ValueError(f"{path} is not a readable wastesort checkpoint: {exc}") from exc
+    return checkpoint_from_payload(payload, path)
+
+
+def checkpoint_from_payload(payload: Any, path: str | Path) -> StudentCheckpoint:
+    """The checkpoint in a dict torch.load already returned (`path` is for the error messages)."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a wastesort student checkpoint (format={payload.get('format') if isinstance(payload, dict) else type(payload).__name__})")
     if payload.get("version") != VERSION:

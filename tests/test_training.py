@@ -160,8 +160,15 @@ def test_distill_takes_a_trained_student_as_its_teacher(image_folder: Path, tmp_
     x = torch.randn(2, 3, 24, 32)
     expected = load_checkpoint(teacher_file).build_model()(x)
     assert torch.allclose(teacher(x), expected)  # one (averaged-heads) logit tensor, as a ResNet teacher gives
-    with pytest.raises(ValueError, match="expects input"):
+    with pytest.raises(ValueError, match="was trained on input"):
         load_teacher(teacher_file, torch.device("cpu"), PreprocessConfig(height=32, width=32))
+    from model.teacher import build_teacher
+
+    resnet_file = tmp_path / "resnet.pt"  # the same check for a ResNet-50 teacher, which records its input too
+    torch.save({"state_dict": build_teacher(len(names), imagenet=False).state_dict(), "class_names": names, "preprocess": PreprocessConfig(height=128, width=96).to_dict()}, resnet_file)
+    assert load_teacher(resnet_file, torch.device("cpu"), PreprocessConfig(height=128, width=96))[1] == names
+    with pytest.raises(ValueError, match="was trained on input"):
+        load_teacher(resnet_file, torch.device("cpu"), pre)
 
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(cfg.to_dict()))
@@ -175,7 +182,7 @@ def test_distill_takes_a_trained_student_as_its_teacher(image_folder: Path, tmp_
     assert "--aug-strength must be in [0, 1]" in capsys.readouterr().err
     wide = save_checkpoint(tmp_path / "wide.pt", DistilledViT(tiny_config(num_classes=len(names), image_size=(32, 32))).eval(), names, PreprocessConfig(height=32, width=32))
     assert train_main([*common, "--teacher", str(wide), "--run-dir", str(tmp_path / "run2")]) == 2
-    assert "expects input" in capsys.readouterr().err  # refused before training, not at the first batch
+    assert "was trained on input" in capsys.readouterr().err  # refused before training, not at the first batch
 
 
 def test_unknown_fit_swaps_the_scorer_of_a_trained_checkpoint(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

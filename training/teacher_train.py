@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from model.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from model.checkpoint import load_checkpoint
+from model.checkpoint import checkpoint_from_payload
 from model.preprocess import PreprocessConfig
 from model.teacher import build_teacher
 
@@ -100,14 +100,18 @@ def load_teacher(path: Path, device: torch.device, preprocess: PreprocessConfig 
 
     A student checkpoint (the single-file format the daemon loads) as teacher is self-distillation:
     the shipped student is a much stronger teacher than a ResNet-50 trained from scratch here.
-    Its input must be the training run's input, so `preprocess` (when given) must match its own.
+    A teacher fed other input than it was trained on (size, normalisation) quietly teaches worse,
+    so when `preprocess` (the run's input) is given, the teacher's recorded one must match it.
     """
     d = torch.load(path, map_location="cpu", weights_only=True)
+    model: torch.nn.Module
     if isinstance(d, dict) and d.get("format") == CHECKPOINT_FORMAT:
-        ckpt = load_checkpoint(path)
-        if preprocess is not None and ckpt.preprocess != preprocess:
-            raise ValueError(f"teacher {path} expects input {ckpt.preprocess}, the run feeds {preprocess}")
-        return ckpt.build_model().to(device).eval(), list(ckpt.class_names)
-    model = build_teacher(len(d["class_names"]), imagenet=False)
-    model.load_state_dict(d["state_dict"])
-    return model.to(device).eval(), list(d["class_names"])
+        ckpt = checkpoint_from_payload(d, path)
+        model, names, own = ckpt.build_model(), list(ckpt.class_names), ckpt.preprocess
+    else:
+        model = build_teacher(len(d["class_names"]), imagenet=False)
+        model.load_state_dict(d["state_dict"])
+        names, own = list(d["class_names"]), (PreprocessConfig.from_dict(d["preprocess"]) if "preprocess" in d else None)
+    if preprocess is not None and own is not None and own != preprocess:
+        raise ValueError(f"teacher {path} was trained on input {own}, the run feeds {preprocess}")
+    return model.to(device).eval(), names
