@@ -18,15 +18,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model.inference import load_classifier
+from model.inference import Classifier, load_classifier
 from model.unknown import softmax
 from training.evaluate import paths_and_labels
 
 FLIPS = {"none": None, "horizontal": 1, "vertical": 0, "both": -1}  # cv2.flip codes
 
 
-def probabilities(checkpoint: Path, images: list[np.ndarray], flip: int | None, batch: int = 64) -> np.ndarray:
-    clf = load_classifier(checkpoint, "torch")
+def probabilities(clf: Classifier, images: list[np.ndarray], flip: int | None, batch: int = 64) -> np.ndarray:
     views = images if flip is None else [cv2.flip(im, flip) for im in images]
     logits = np.concatenate([clf.logits_and_features(views[i : i + batch])[0] for i in range(0, len(views), batch)])
     return softmax(logits, clf.checkpoint.temperature)
@@ -37,19 +36,20 @@ def main() -> None:
     p.add_argument("checkpoints", type=Path, nargs="+", help="the first one also gets the flip test")
     p.add_argument("--data", type=Path, required=True, help="ImageFolder root or a split.json (its validation part)")
     args = p.parse_args()
-    names = load_classifier(args.checkpoints[0], "torch").class_names
-    paths, labels = paths_and_labels(args.data, names)
+    classifiers = {str(c): load_classifier(c, "torch") for c in args.checkpoints}
+    first = classifiers[str(args.checkpoints[0])]
+    paths, labels = paths_and_labels(args.data, first.class_names)
     images = [cv2.imread(path, cv2.IMREAD_COLOR) for path in paths]
 
     def accuracy(prob: np.ndarray) -> float:
         return round(float((prob.argmax(1) == labels).mean()), 4)
 
-    flips = {name: probabilities(args.checkpoints[0], images, code) for name, code in FLIPS.items()}
+    flips = {name: probabilities(first, images, code) for name, code in FLIPS.items()}
     out: dict[str, dict[str, float]] = {"flip": {name: accuracy(pr) for name, pr in flips.items()}}
     out["flip"]["none+horizontal"] = accuracy(flips["none"] + flips["horizontal"])
     out["flip"]["none+vertical"] = accuracy(flips["none"] + flips["vertical"])
     out["flip"]["all four"] = accuracy(sum(flips.values()))
-    probs = {str(c): probabilities(c, images, None) for c in args.checkpoints}
+    probs = {name: flips["none"] if clf is first else probabilities(clf, images, None) for name, clf in classifiers.items()}
     out["single"] = {c: accuracy(pr) for c, pr in probs.items()}
     out["ensemble"] = {
         " + ".join(combo): accuracy(sum(probs[c] for c in combo))

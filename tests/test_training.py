@@ -148,13 +148,14 @@ def test_distill_ships_the_mean_of_the_last_epochs(image_folder: Path, tmp_path:
 def test_distill_takes_a_trained_student_as_its_teacher(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Self-distillation: the teacher is a student checkpoint, run in eval mode on the same input."""
     from model.checkpoint import load_checkpoint, save_checkpoint
+    from model.teacher import build_teacher
     from training.teacher_train import load_teacher
 
     names = sorted(d.name for d in image_folder.iterdir())
     cfg = tiny_config(num_classes=len(names))
-    torch.manual_seed(1)
-    teacher_file = save_checkpoint(tmp_path / "teacher_student.pt", DistilledViT(cfg).eval(), names, PreprocessConfig(height=24, width=32))
     pre = PreprocessConfig(height=24, width=32)
+    torch.manual_seed(1)
+    teacher_file = save_checkpoint(tmp_path / "teacher_student.pt", DistilledViT(cfg).eval(), names, pre)
     teacher, t_names = load_teacher(teacher_file, torch.device("cpu"), pre)
     assert isinstance(teacher, DistilledViT) and not teacher.training and t_names == names
     x = torch.randn(2, 3, 24, 32)
@@ -162,8 +163,6 @@ def test_distill_takes_a_trained_student_as_its_teacher(image_folder: Path, tmp_
     assert torch.allclose(teacher(x), expected)  # one (averaged-heads) logit tensor, as a ResNet teacher gives
     with pytest.raises(ValueError, match="was trained on input"):
         load_teacher(teacher_file, torch.device("cpu"), PreprocessConfig(height=32, width=32))
-    from model.teacher import build_teacher
-
     resnet_file = tmp_path / "resnet.pt"  # the same check for a ResNet-50 teacher, which records its input too
     torch.save({"state_dict": build_teacher(len(names), imagenet=False).state_dict(), "class_names": names, "preprocess": PreprocessConfig(height=128, width=96).to_dict()}, resnet_file)
     assert load_teacher(resnet_file, torch.device("cpu"), PreprocessConfig(height=128, width=96))[1] == names
