@@ -32,7 +32,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-
     ckpt = load_checkpoint(args.checkpoint)
     root = args.data or Path(json.loads(args.split.read_text())["root"])
     names, train, val = load_split(args.split, root)
