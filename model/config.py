@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
+LITE_STEMS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+LITE_STAGE_STRIDES = (2, 4, 8, 16, 16, 32, 32)  # total stride after each stage of an EfficientNet-Lite
+
+
 @dataclass(frozen=True)
 class StudentConfig:
     """Hyper-parameters of the distilled global+window vision transformer.
@@ -37,6 +41,12 @@ class StudentConfig:
     affine_init_gamma: float = 0.3
     affine_init_beta: float = 0.5
     use_feature_affine: bool = True
+    # "linear": each patch flattened and projected (the patent's literal reading); an EfficientNet-Lite
+    # name: the first `stem_stages` stages of that ImageNet-pretrained CNN cut the image into
+    # stride-sized cells and a 1x1 projection takes each cell to d_model (the hybrid ViT; docs/method.md)
+    stem: str = "linear"
+    stem_stages: int = 4
+    stem_pretrained: bool = True  # load the stem's ImageNet weights when the network is first built
 
     def __post_init__(self) -> None:
         h, w = self.image_size
@@ -56,6 +66,14 @@ class StudentConfig:
             raise ValueError(f"emb_dropout must be in [0, 1), got {self.emb_dropout}")
         if self.conv_depth < 0:
             raise ValueError(f"conv_depth must be >= 0, got {self.conv_depth}")
+        if self.stem != "linear":
+            if self.stem not in LITE_STEMS:
+                raise ValueError(f"stem must be 'linear' or one of {LITE_STEMS}, got {self.stem!r}")
+            if not 1 <= self.stem_stages <= len(LITE_STAGE_STRIDES):
+                raise ValueError(f"stem_stages must be 1..{len(LITE_STAGE_STRIDES)}, got {self.stem_stages}")
+            stride = LITE_STAGE_STRIDES[self.stem_stages - 1]
+            if self.patch_size != stride:
+                raise ValueError(f"a {self.stem} stem with {self.stem_stages} stages has stride {stride}: patch_size must be {stride}, got {self.patch_size}")
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -66,6 +84,13 @@ class StudentConfig:
     def num_patches(self) -> int:
         rows, cols = self.grid_size
         return rows * cols
+
+    @property
+    def input_mean_std(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """Normalisation the network expects: the pretrained stem's own, else ImageNet's."""
+        if self.stem == "linear":
+            return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        return (127.0 / 255.0,) * 3, (128.0 / 255.0,) * 3
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -33,6 +33,28 @@ class PatchEmbedding(nn.Module):
         return self.proj(patches)
 
 
+class ConvStemEmbedding(nn.Module):
+    """Cut the image into stride-sized cells with a pretrained CNN stem, project each cell to d_model.
+
+    The hybrid reading of step 1 (ViT's "hybrid architecture"): the first stages of an
+    ImageNet-pretrained EfficientNet-Lite turn every cfg.patch_size x patch_size cell of the image
+    into a feature vector, and a linear projection (a 1x1 convolution) takes it to d_model. A
+    from-scratch linear patch projection cannot learn materials from 1.7k photos on a CPU budget.
+    """
+
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        from .efficientnet_lite import LiteStem  # timm is only needed by this stem
+
+        self.cnn = LiteStem(cfg.stem, cfg.stem_stages, pretrained=cfg.stem_pretrained)
+        if self.cnn.stride != cfg.patch_size:
+            raise ValueError(f"stem stride {self.cnn.stride} != patch_size {cfg.patch_size}")
+        self.proj = nn.Conv2d(self.cnn.out_channels, cfg.d_model, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.cnn(x)).flatten(2).transpose(1, 2)  # (B, rows*cols, d_model), row-major
+
+
 class EncoderBlock(nn.Module):
     """attention -> residual+LN -> feature-wise affine -> feed-forward -> residual+LN."""
 
@@ -64,7 +86,9 @@ class DistilledViT(nn.Module):
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.patch_embed = PatchEmbedding(cfg.patch_size, cfg.in_chans, cfg.d_model)
+        self.patch_embed: nn.Module = (
+            PatchEmbedding(cfg.patch_size, cfg.in_chans, cfg.d_model) if cfg.stem == "linear" else ConvStemEmbedding(cfg)
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + 2, cfg.d_model))
@@ -77,7 +101,7 @@ class DistilledViT(nn.Module):
     def _init_weights(self) -> None:
         for t in (self.cls_token, self.dist_token, self.pos_embed):
             nn.init.trunc_normal_(t, std=0.02)
-        for m in self.modules():
+        for m in self.modules():  # the pretrained stem (no nn.Linear in it) keeps its weights
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:

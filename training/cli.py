@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     runners: dict[str, Callable[[argparse.Namespace], dict]] = {}
     for name, module, helptext in [
-        ("teacher", teacher_train, "train the ResNet-50 teacher"),
+        ("teacher", teacher_train, "fine-tune the CNN teacher (default EfficientNet-Lite0, ImageNet-pretrained)"),
         ("meta", meta, "first training: meta-learn the feature-wise transform"),
         ("distill", distill, "second training: distil the student from the teacher"),
         ("unknown-eval", unknown_eval, "leave-one-class-out evaluation of the unknown-item scorers"),

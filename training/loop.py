@@ -138,3 +138,15 @@ class Timer:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices and kernels only; none on norms, biases, tokens, positions
+    (1-D parameters and the named token/position tensors), whose scale decay would only distort."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim <= 1 or name.endswith(("cls_token", "dist_token", "pos_embed"))
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

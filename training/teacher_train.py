@@ -1,4 +1,10 @@
-"""`wastesort-train teacher`: fine-tune (or train from scratch) the ResNet-50 teacher."""
+"""`wastesort-train teacher`: fine-tune the CNN teacher (default: ImageNet EfficientNet-Lite0).
+
+The teacher trains on rendered views (training.views): most photos cut out and put on belts,
+noise, gradients and plain surfaces, the rest on their own board, so it learns materials rather
+than TrashNet's backdrop. It is validated on the photos as they are and on a fixed set of the
+validation photos on other backdrops (`val_pasted_acc`), which no epoch trains on.
+"""
 
 from __future__ import annotations
 
@@ -6,41 +12,42 @@ import argparse
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from model.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from model.checkpoint import checkpoint_from_payload
 from model.preprocess import PreprocessConfig
-from model.teacher import build_teacher
+from model.teacher import DEFAULT_TEACHER, TEACHER_ARCHS, TeacherSpec, build_teacher, save_teacher, teacher_from_payload
 
-from .augment import belt_augmentation
-from .data import CachedImageDataset, get_split
-from .loop import (
-    JsonlLog,
-    TrainState,
-    Timer,
-    class_weights,
-    load_state,
-    make_loader,
-    predict_logits,
-    progress,
-    resolve_device,
-    save_state,
-    seed_everything,
-    warmup_cosine,
-)
+from .data import get_split
+from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, param_groups, predict_logits, progress, resolve_device, save_state, seed_everything, warmup_cosine
+from .view_data import PlainPhotos, RandomViews, SeededViews, load_photos, mask_store_for, view_seeds
 
 log = logging.getLogger(__name__)
+VAL_PASTED_SEED = 987  # the fixed validation views on other backdrops (never trained on)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", type=Path, default=None, help="local ImageNet ResNet-50 state dict (optional)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--arch", choices=TEACHER_ARCHS, default=DEFAULT_TEACHER, help="teacher architecture (default: %(default)s)")
+    p.add_argument("--weights", type=Path, default=None, help="resnet50 only: a local ImageNet state dict")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--height", type=int, default=128)
-    p.add_argument("--width", type=int, default=96)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+
+
+def evaluation_loaders(photos_val, pre: PreprocessConfig) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:  # type: ignore[no-untyped-def]
+    """(the validation photos as they are, the same photos once each on a fixed other backdrop)."""
+    plain = make_loader(PlainPhotos(photos_val, pre), 64, False)
+    pasted = make_loader(SeededViews(photos_val, view_seeds(len(photos_val.images), 1, VAL_PASTED_SEED), pre), 64, False)
+    return plain, pasted
+
+
+def accuracy(model: torch.nn.Module, loader: torch.utils.data.DataLoader, device: torch.device) -> float:
+    logits, ys = predict_logits(model, loader, device)
+    return float((logits.argmax(1) == ys).float().mean())
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
@@ -48,21 +55,25 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     device = resolve_device(args.device)
     run_dir: Path = args.run_dir
     names, train, val, skipped = get_split(args.data, run_dir, args.val_fraction, args.seed)
-    pre = PreprocessConfig(height=args.height, width=args.width)
-    train_ds = CachedImageDataset(train, pre, belt_augmentation(args.height, args.width))
-    val_ds = CachedImageDataset(val, pre)
+    spec = TeacherSpec.default_for(args.arch)
+    pre = spec.preprocess
+    masks = mask_store_for(run_dir)
+    photos_train = load_photos(train, (pre.height, pre.width), masks)
+    photos_val = load_photos(val, (pre.height, pre.width), masks)
+    train_ds = RandomViews(photos_train, pre, base_seed=args.seed)
     train_dl = make_loader(train_ds, args.batch_size, True, args.balance, args.workers)
-    val_dl = make_loader(val_ds, 64, False)
-    model = build_teacher(len(names), args.weights).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    val_plain, val_pasted = evaluation_loaders(photos_val, pre)
+    model = build_teacher(len(names), args.weights, arch=args.arch).to(device)
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=args.lr)
     total = args.epochs * len(train_dl)
-    sched = warmup_cosine(opt, min(len(train_dl) * 2, total // 5), total)
+    sched = warmup_cosine(opt, min(len(train_dl), total // 5), total)
     weights = class_weights(train_ds.labels, len(names)).to(device) if args.balance == "weights" else None
     state, ckpt_path, logger = TrainState(), run_dir / "teacher_state.pt", JsonlLog(run_dir / "teacher_log.jsonl")
     if args.resume and ckpt_path.is_file():
         state, _ = load_state(ckpt_path, model, opt, sched)
         log.info("resumed teacher at epoch %d", state.epoch)
     timer = Timer()
+    rec: dict[str, float] = {}
     while state.epoch < args.epochs:
         model.train()
         bar = progress(train_dl, f"teacher {state.epoch + 1}/{args.epochs}")
@@ -71,9 +82,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         for x, y in bar:
             x, y = x.to(device), y.to(device)
             out = model(x)
-            loss = F.cross_entropy(out, y, weight=weights, label_smoothing=0.1)
+            loss = F.cross_entropy(out, y, weight=weights, label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             state.step += 1
@@ -82,36 +94,40 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             loss_sum += float(loss.detach()) * len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         model.eval()
-        logits, ys = predict_logits(model, val_dl, device)
-        val_acc = float((logits.argmax(1) == ys).float().mean())
         state.epoch += 1
-        rec = {"stage": "teacher", "epoch": state.epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_acc": val_acc, "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed()}
+        rec = {"stage": "teacher", "arch": args.arch, "epoch": state.epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+               "val_acc": accuracy(model, val_plain, device), "val_pasted_acc": accuracy(model, val_pasted, device),
+               "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed()}
         logger.write(rec)
         log.info("%s", rec)
-        if val_acc >= state.best_metric:
-            state.best_metric = val_acc
-            torch.save({"state_dict": model.state_dict(), "class_names": names, "preprocess": pre.to_dict(), "val_acc": val_acc}, run_dir / "teacher.pt")
+        # the last epoch is the teacher (a one-cycle schedule ends there); no pick by validation score
+        save_teacher(run_dir / "teacher.pt", model, spec, names, meta={k: v for k, v in rec.items() if k != "stage"})
         save_state(ckpt_path, model, opt, sched, state)
-    return {"best_val_acc": state.best_metric, "skipped_images": len(skipped)}
+    return {"val_acc": rec.get("val_acc", float("nan")), "val_pasted_acc": rec.get("val_pasted_acc", float("nan")), "skipped_images": len(skipped)}
+
+
+def load_teacher_spec(path: Path, device: torch.device) -> tuple[torch.nn.Module, TeacherSpec, list[str]]:
+    """(eval-mode teacher, the input it expects, class names) from a teacher or student checkpoint.
+
+    A student checkpoint (the single-file format the daemon loads) as teacher is self-distillation.
+    """
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(d, dict) and d.get("format") == CHECKPOINT_FORMAT:
+        ckpt = checkpoint_from_payload(d, path)
+        return ckpt.build_model().to(device).eval(), TeacherSpec("student", ckpt.preprocess), list(ckpt.class_names)
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} is not a teacher checkpoint")
+    model, spec, names = teacher_from_payload(d, path)
+    return model.to(device).eval(), spec, names
 
 
 def load_teacher(path: Path, device: torch.device, preprocess: PreprocessConfig | None = None) -> tuple[torch.nn.Module, list[str]]:
-    """A teacher for distillation: a ResNet-50 from `wastesort-train teacher`, or a trained student.
+    """A teacher fed the run's own input (`preprocess`): it must have been trained on that input,
+    since a teacher fed other input than it was trained on quietly teaches worse."""
+    model, spec, names = load_teacher_spec(path, device)
+    if preprocess is not None and spec.preprocess != preprocess:
+        raise ValueError(f"teacher {path} was trained on input {spec.preprocess}, the run feeds {preprocess}")
+    return model, names
 
-    A student checkpoint (the single-file format the daemon loads) as teacher is self-distillation:
-    the shipped student is a much stronger teacher than a ResNet-50 trained from scratch here.
-    A teacher fed other input than it was trained on (size, normalisation) quietly teaches worse,
-    so when `preprocess` (the run's input) is given, the teacher's recorded one must match it.
-    """
-    d = torch.load(path, map_location="cpu", weights_only=True)
-    model: torch.nn.Module
-    if isinstance(d, dict) and d.get("format") == CHECKPOINT_FORMAT:
-        ckpt = checkpoint_from_payload(d, path)
-        model, names, own = ckpt.build_model(), list(ckpt.class_names), ckpt.preprocess
-    else:
-        model = build_teacher(len(d["class_names"]), imagenet=False)
-        model.load_state_dict(d["state_dict"])
-        names, own = list(d["class_names"]), (PreprocessConfig.from_dict(d["preprocess"]) if "preprocess" in d else None)
-    if preprocess is not None and own is not None and own != preprocess:
-        raise ValueError(f"teacher {path} was trained on input {own}, the run feeds {preprocess}")
-    return model.to(device).eval(), names
+
+__all__ = ["add_arguments", "load_teacher", "load_teacher_spec", "run"]
