@@ -51,6 +51,15 @@ class ConvStemEmbedding(nn.Module):
             raise ValueError(f"stem stride {self.cnn.stride} != patch_size {cfg.patch_size}")
         self.proj = nn.Conv2d(self.cnn.out_channels, cfg.d_model, kernel_size=1)
 
+    def train(self, mode: bool = True) -> "ConvStemEmbedding":
+        """Batch-norm statistics of the pretrained stem stay fixed: batches of 32 mixed views would
+        only add noise to ImageNet's (or the fine-tuned teacher's) estimates."""
+        super().train(mode)
+        for m in self.cnn.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.cnn(x)).flatten(2).transpose(1, 2)  # (B, rows*cols, d_model), row-major
 

@@ -136,7 +136,7 @@ def _mobilenet_row(args: argparse.Namespace) -> dict[str, Any]:
     train_ds = CachedImageDataset(train, pre, belt_augmentation(*size))
     train_dl = make_loader(train_ds, args.batch_size, True, args.balance)
     val_dl = make_loader(CachedImageDataset(val, pre), 64, False)
-    opt, sched = distill.optimiser_and_schedule(list(net.parameters()), args.lr, args.epochs, len(train_dl))
+    opt, sched = distill.optimiser_and_schedule(net, args.lr, args.epochs, len(train_dl))
     weights = class_weights(train_ds.labels, len(names)).to(device) if args.balance == "weights" else None
     criterion = DistillationLoss(args.tau, args.lam, class_weight=weights)
     best, best_logits, ys = -1.0, None, None

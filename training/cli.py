@@ -1,4 +1,4 @@
-"""`wastesort-train`: teacher | meta | distill | unknown-eval | ablation | evaluate | export | unknown-fit."""
+"""`wastesort-train`: teacher | teacher-cache | meta | distill | unknown-eval | ablation | evaluate | export | unknown-fit."""
 
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import ablation, distill, evaluate, export, meta, teacher_train, unknown_eval, unknown_refit
+    from . import ablation, distill, evaluate, export, meta, teacher_train, unknown_eval, unknown_refit, view_cache
 
     parser = argparse.ArgumentParser(prog="wastesort-train", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     runners: dict[str, Callable[[argparse.Namespace], dict]] = {}
     for name, module, helptext in [
         ("teacher", teacher_train, "fine-tune the CNN teacher (default EfficientNet-Lite0, ImageNet-pretrained)"),
+        ("teacher-cache", view_cache, "the teacher's logits for K fixed views of every training photo"),
         ("meta", meta, "first training: meta-learn the feature-wise transform"),
         ("distill", distill, "second training: distil the student from the teacher"),
         ("unknown-eval", unknown_eval, "leave-one-class-out evaluation of the unknown-item scorers"),

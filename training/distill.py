@@ -27,7 +27,9 @@ from model.unknown import METHODS
 
 from .augment import belt_augmentation
 from .data import CachedImageDataset, get_split
-from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, predict_logits, progress, save_state, seed_everything, warmup_cosine
+from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, param_groups, predict_logits, progress, save_state, seed_everything, warmup_cosine
+from .student_init import EpochViews, cached_view_dataset, copy_stem_from_teacher, freeze_stem, student_preprocess
+from .view_cache import ViewCache
 from .metrics import compute_metrics, fit_temperature
 from .distributed import init_distributed
 from .teacher_train import load_teacher
@@ -49,13 +51,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="final checkpoint (default run_dir/student.pt)")
     p.add_argument("--config", type=Path, default=None, help="StudentConfig JSON when there is no meta init")
     p.add_argument("--average-tail", type=float, default=0.1, help="ship the mean of the weights at the end of the last FRACTION of the epochs (at least the last epoch); 0: the best epoch by validation accuracy instead, which tunes on the validation split")
+    p.add_argument("--views", type=Path, default=None, help="view cache from `teacher-cache` (run_dir/views.npz): the student replays those views against the stored teacher logits, one view per photo per epoch; the teacher is not run")
+    p.add_argument("--stem-from-teacher", type=Path, default=None, help="a fine-tuned EfficientNet-Lite teacher whose first stages initialise the student's CNN stem (same variant)")
+    p.add_argument("--freeze-stem-stages", type=int, default=2, help="CNN stem: keep the stem convolution and this many first stages fixed (their ImageNet edges and textures need no retraining)")
     p.add_argument("--unknown-method", choices=METHODS, default="msp", help="unknown-item scorer stored in the checkpoint (msp: best mean AUROC in the leave-one-class-out table of docs/results.md, with energy)")
 
 
-def optimiser_and_schedule(params: list[torch.nn.Parameter], lr: float, epochs: int, steps_per_epoch: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """The second training's optimiser: AdamW (weight decay 0.05), linear warm-up (5 epochs, at most
-    a fifth of the run) then cosine decay, stepped once per batch."""
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+def optimiser_and_schedule(model: torch.nn.Module, lr: float, epochs: int, steps_per_epoch: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """The second training's optimiser: AdamW (weight decay 0.05 on weight matrices and kernels only),
+    linear warm-up (5 epochs, at most a fifth of the run) then cosine decay, stepped once per batch.
+    Parameters with requires_grad False (the frozen noise scales, a frozen stem) are left out."""
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=lr)
     total = epochs * steps_per_epoch
     return opt, warmup_cosine(opt, min(5 * steps_per_epoch, total // 5), total)
 
@@ -84,10 +90,12 @@ def run_epoch(
     model.train()
     bar = progress(loader, desc, disable=not show)
     loss_sum, correct, seen = 0.0, 0, 0
-    for x, y in bar:
-        x, y = x.to(device), y.to(device)
+    for batch in bar:
+        x, y = batch[0].to(device, memory_format=torch.channels_last), batch[1].to(device)
         cls_logits, dist_logits = _two_heads(model(x))
-        if teacher is not None:
+        if len(batch) == 3:  # the teacher's logits for this very view, from the view cache
+            loss = criterion(cls_logits, dist_logits, batch[2].to(device), y)
+        elif teacher is not None:
             with torch.no_grad():
                 t_logits = teacher(x)
             loss = criterion(cls_logits, dist_logits, t_logits, y)
@@ -136,19 +144,29 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     names, train, val, _ = get_split(args.data, run_dir, args.val_fraction, args.seed)
     model = _student(args, names, run_dir).to(device)
     cfg = model.cfg
-    pre = PreprocessConfig(height=cfg.image_size[0], width=cfg.image_size[1])
+    pre = student_preprocess(cfg)
     teacher = None
     teacher_path = args.teacher or (run_dir / "teacher.pt")
-    if str(teacher_path) != "none":
-        teacher, t_names = load_teacher(teacher_path, device, pre)
-        if t_names != names:
-            raise ValueError(f"teacher classes {t_names} differ from the data's {names}")
-    train_ds = CachedImageDataset(train, pre, belt_augmentation(*cfg.image_size, strength=args.aug_strength))
+    train_ds: torch.utils.data.Dataset
+    if args.views is not None:
+        train_ds = cached_view_dataset(args.views, train, names, pre, run_dir)
+        teacher_path = Path(str(ViewCache.load(args.views).teacher))
+    else:
+        if str(teacher_path) != "none":
+            teacher, t_names = load_teacher(teacher_path, device, pre)
+            if t_names != names:
+                raise ValueError(f"teacher classes {t_names} differ from the data's {names}")
+        train_ds = CachedImageDataset(train, pre, belt_augmentation(*cfg.image_size, strength=args.aug_strength))
+    if args.stem_from_teacher is not None:
+        copy_stem_from_teacher(model, args.stem_from_teacher)
+        log.info("student stem initialised from %s", args.stem_from_teacher)
     val_dl = make_loader(CachedImageDataset(val, pre), 64, False)
     train_dl = ctx.train_loader(train_ds, args.batch_size, args.balance, args.workers)
     for p in model.affine_parameters():
         p.requires_grad_(False)
-    opt, sched = optimiser_and_schedule([p for p in model.parameters() if p.requires_grad], args.lr, args.epochs, len(train_dl))
+    freeze_stem(model, args.freeze_stem_stages)
+    model = model.to(memory_format=torch.channels_last)
+    opt, sched = optimiser_and_schedule(model, args.lr, args.epochs, len(train_dl))
     student = model
     model = ctx.wrap(model)
     weights = class_weights(train_ds.labels, len(names)).to(device) if args.balance == "weights" else None
@@ -165,6 +183,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     timer = Timer()
     while state.epoch < args.epochs:
         ctx.set_epoch(train_dl, state.epoch)
+        if isinstance(train_ds, EpochViews):
+            train_ds.set_epoch(state.epoch)
         loss_avg, acc = run_epoch(model, teacher, train_dl, criterion, opt, sched, device, f"distill {state.epoch + 1}/{args.epochs}", show=ctx.is_main)
         state.step += len(train_dl)
         student.eval()
@@ -217,7 +237,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             "val_macro_f1": before.macro_f1,
             "val_ece_before_temperature": before.ece,
             "val_ece_after_temperature": after.ece,
-            "distill": {"tau": args.tau, "lam": args.lam, "hard": args.hard, "epochs": args.epochs, "lr": args.lr, "aug_strength": args.aug_strength, "teacher": str(teacher_path), "weights": final_weights},
+            "distill": {"tau": args.tau, "lam": args.lam, "hard": args.hard, "epochs": args.epochs, "lr": args.lr, "aug_strength": args.aug_strength, "teacher": str(teacher_path), "views": str(args.views) if args.views else None, "stem_from_teacher": str(args.stem_from_teacher) if args.stem_from_teacher else None, "freeze_stem_stages": args.freeze_stem_stages, "weights": final_weights},
         },
     )
     return {"val_accuracy": before.accuracy, "val_macro_f1": before.macro_f1, "best_epoch_val_accuracy": state.best_metric, "weights": final_weights, "temperature": temperature, "ece_before": before.ece, "ece_after": after.ece, "checkpoint": str(out)}

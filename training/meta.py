@@ -35,7 +35,11 @@ from model.config import StudentConfig
 from model.preprocess import PreprocessConfig
 from model.student import DistilledViT
 
+from model.config import LITE_STAGE_STRIDES
+
 from .augment import belt_augmentation
+from .loop import param_groups
+from .student_init import copy_stem_from_teacher, freeze_stem, student_preprocess
 from .data import CachedImageDataset, get_split
 from .loop import JsonlLog, TrainState, Timer, load_state, predict_logits, make_loader, progress, resolve_device, save_state, seed_everything
 
@@ -52,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--support", type=int, default=2)
     p.add_argument("--query", type=int, default=2)
     p.add_argument("--config", type=Path, default=None, help="StudentConfig as JSON (default: the shipped config)")
+    p.add_argument("--stem-from-teacher", type=Path, default=None, help="CNN-stem students: initialise the stem from this fine-tuned EfficientNet-Lite teacher")
 
 
 @dataclass
@@ -123,7 +128,7 @@ def meta_step(
     """
     model.train()
     wrapper = _Features(model)
-    backbone = {n: p for n, p in wrapper.named_parameters() if "theta_" not in n}
+    backbone = {n: p for n, p in wrapper.named_parameters() if "theta_" not in n and p.requires_grad}  # a frozen stem stays out
     affine = {n: p for n, p in wrapper.named_parameters() if "theta_" in n}
     with sdpa_kernel([SDPBackend.MATH]):
         model.set_feature_affine(True)
@@ -155,6 +160,17 @@ def meta_step(
     }
 
 
+def sigma_summary(model: DistilledViT) -> dict[str, float]:
+    """Mean, spread and range of the learned noise scales over all channels of all blocks: the mean
+    alone hides channels that moved in opposite directions."""
+    with torch.no_grad():
+        sg, sb = (torch.cat(t) for t in zip(*(layer.noise_scales() for layer in model.affine_layers())))
+    out: dict[str, float] = {}
+    for name, t in (("sigma_gamma", sg), ("sigma_beta", sb)):
+        out.update({f"{name}_mean": float(t.mean()), f"{name}_std": float(t.std()), f"{name}_min": float(t.min()), f"{name}_max": float(t.max())})
+    return out
+
+
 def load_config(path: Path | None, num_classes: int) -> StudentConfig:
     import json
 
@@ -171,11 +187,18 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     run_dir: Path = args.run_dir
     names, train, val, _ = get_split(args.data, run_dir, args.val_fraction, args.seed)
     cfg = load_config(args.config, len(names))
-    pre = PreprocessConfig(height=cfg.image_size[0], width=cfg.image_size[1])
+    pre = student_preprocess(cfg)
     train_ds = CachedImageDataset(train, pre, belt_augmentation(*cfg.image_size))
     val_dl = make_loader(CachedImageDataset(val, pre), 64, False)
     model = DistilledViT(cfg).to(device)
-    model_opt = torch.optim.AdamW(model.backbone_parameters(), lr=args.lr, weight_decay=0.05)
+    if args.stem_from_teacher is not None:
+        copy_stem_from_teacher(model, args.stem_from_teacher)
+    freeze_stem(model, len(LITE_STAGE_STRIDES))  # a CNN stem is not meta-trained: the transformer above it is
+    affine_ids = {id(p) for p in model.affine_parameters()}
+    groups = param_groups(model, 0.05)  # the noise scales have their own optimiser (step 5)
+    for g in groups:
+        g["params"] = [p for p in g["params"] if id(p) not in affine_ids]
+    model_opt = torch.optim.AdamW(groups, lr=args.lr)
     affine_opt = torch.optim.Adam(model.affine_parameters(), lr=args.affine_lr)
     sampler = EpisodeSampler(train_ds, len(names), rng=random.Random(args.seed))
     state, state_path, logger = TrainState(), run_dir / "meta_state.pt", JsonlLog(run_dir / "meta_log.jsonl")
@@ -199,15 +222,12 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         model.eval()
         logits, ys = predict_logits(model, val_dl, device)
         val_acc = float((logits.argmax(1) == ys).float().mean())
-        with torch.no_grad():
-            sg, sb = zip(*(layer.noise_scales() for layer in model.affine_layers()))
         rec = {
             "stage": "meta",
             "iteration": state.step,
             **{k: v / n for k, v in sums.items()},
             "val_acc": val_acc,
-            "sigma_gamma_mean": float(torch.stack(sg).mean()),
-            "sigma_beta_mean": float(torch.stack(sb).mean()),
+            **sigma_summary(model),
             "elapsed_s": timer.elapsed(),
         }
         logger.write(rec)

