@@ -9,6 +9,7 @@ validation photos on other backdrops (`val_pasted_acc`), which no epoch trains o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -36,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--height", type=int, default=None, help="input height (default: the architecture's own, see model/teacher.py)")
+    p.add_argument("--width", type=int, default=None, help="input width (default: the architecture's own)")
 
 
 def evaluation_loaders(photos_val, pre: PreprocessConfig) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:  # type: ignore[no-untyped-def]
@@ -56,6 +59,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     run_dir: Path = args.run_dir
     names, train, val, skipped = get_split(args.data, run_dir, args.val_fraction, args.seed)
     spec = TeacherSpec.default_for(args.arch)
+    if args.height or args.width:
+        own = spec.preprocess
+        spec = TeacherSpec(args.arch, dataclasses.replace(own, height=args.height or own.height, width=args.width or own.width))
     pre = spec.preprocess
     masks = mask_store_for(run_dir)
     photos_train = load_photos(train, (pre.height, pre.width), masks)
