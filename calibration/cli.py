@@ -9,20 +9,35 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
 
 from calibration import belt, camera, gates, scale
+from calibration.commit import Artefact
 from calibration.config_writer import Updates, apply_updates, describe, read_config
 from calibration.errors import CalibrationError
 from calibration.preview import Preview
+from calibration.quiet import quiet_libraries
 from calibration.report import default_report_path, save_report, to_jsonable
+from calibration.snapshot import draw_snapshot
 from calibration.sources import IMAGE_SUFFIXES, FrameSource
 from daemon.settings import SerialSettings, Settings
 
 DEFAULT_CONFIG = Path("/etc/wastesort/wastesort.toml")
+
+
+@dataclass
+class StepOutcome:
+    """What a step measured, the config keys to change, the lines to print, and files to save with the config."""
+
+    result: Any
+    updates: Updates
+    lines: list[str]
+    artefacts: list[Artefact] = field(default_factory=list)
+    report: bool = True  # False for a step that measures nothing (snapshot)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -44,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("camera", parents=[common], help="belt region, empty-belt background, image quality, exposure lock")
     c.add_argument("--source", help="camera index, device, URL, video or image folder (default: camera.source)")
     g = c.add_mutually_exclusive_group()
-    g.add_argument("--region", help="belt region x,y,width,height in pixels")
+    g.add_argument("--region", help="belt region x,y,width,height in pixels (default: belt.region)")
     g.add_argument("--select", action="store_true", help="drag the region in the preview window (needs a display)")
     c.add_argument("--frames", type=int, default=30, help="frames for the median background (default 30)")
     c.add_argument("--background", type=Path, default=None,
@@ -53,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lock", action="store_true", help="switch off auto exposure / white balance at the current values")
     c.add_argument("--exposure", type=float, default=None, help="manual exposure (driver units)")
     c.add_argument("--white-balance", type=float, default=None, help="manual white balance temperature (K)")
+
+    sn = sub.add_parser("snapshot", parents=[common],
+                        help="save a camera still with a pixel grid, belt.region and the gates drawn (for SSH)")
+    sn.add_argument("--source", help="camera index, device, URL, video or image folder (default: camera.source)")
+    sn.add_argument("--out", type=Path, default=Path("wastesort-snapshot.png"),
+                    help="PNG to write (default: ./wastesort-snapshot.png; copy it off with scp)")
+    sn.add_argument("--region", default=None, help="draw this x,y,width,height instead of belt.region")
+    sn.add_argument("--grid", type=int, default=50, help="grid spacing in pixels (default 50)")
 
     s = sub.add_parser("scale", parents=[common], help="px_per_mm from a chessboard on the belt; lens intrinsics")
     src = s.add_mutually_exclusive_group()
@@ -104,27 +127,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --- steps ----------------------------------------------------------------------------------------
-def _step_camera(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updates, list[str]]:
+def _step_camera(args: argparse.Namespace, preview: Preview) -> StepOutcome:
     cfg = read_config(args.config)
-    region = camera.parse_region(args.region) if args.region else None
-    if region is None and not args.select:
-        raise CalibrationError("pass --region x,y,width,height, or --select to drag it in a preview window")
+    region = None if args.select else (camera.parse_region(args.region) if args.region else cfg.belt.region)
     bg_path: Path | None = None
     if not args.no_background:
         bg_path = (args.background or args.config.resolve().parent / "empty-belt.png").resolve()
     with FrameSource(args.source or cfg.camera.source, folder_fps=cfg.camera.folder_fps) as src:
-        result = camera.calibrate_camera(
-            src, region, rotate=cfg.belt.rotate, frames=args.frames,
-            background_path=None if args.dry_run else bg_path,
+        result, background = camera.calibrate_camera(
+            src, region, rotate=cfg.belt.rotate, frames=args.frames, background_path=bg_path,
             lock=args.lock, exposure=args.exposure, white_balance_k=args.white_balance, preview=preview,
         )
     q = result.quality
     lines = [
         f"source {result.source}: {result.frame_width}x{result.frame_height}, {result.frames_used} frames",
-        f"belt region {result.region} (rotate {result.rotate})",
+        f"belt region {result.region} (rotate {result.rotate})" + ("" if args.region or args.select else
+                                                                   " (belt.region from the config)"),
         f"sharpness (Laplacian variance) {q.sharpness:.1f}, brightness {q.brightness:.1f}/255, "
         f"clipped {q.dark_clipped_pct:.2f}% black / {q.bright_clipped_pct:.2f}% white",
-        *(f"warning: {w}" for w in q.warnings),
+        *(f"warning: {w}" for w in result.warnings),
     ]
     for ctl in result.controls:
         state = "applied" if ctl.applied else "IGNORED by the driver"
@@ -137,13 +158,51 @@ def _step_camera(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updat
     updates: Updates = {"belt.region": list(result.region)}
     for name, value in result.camera_settings.items():
         updates[f"camera.{name}"] = value
+    artefacts: list[Artefact] = []
     if bg_path is not None:
         updates["detect.background_image"] = str(bg_path)
-        lines.append(f"empty-belt background: {bg_path}" + (" (dry run: not saved)" if args.dry_run else ""))
-    return result, updates, lines
+        ok, png = cv2.imencode(bg_path.suffix or ".png", background)
+        if not ok:
+            raise CalibrationError(f"cannot encode the background as {bg_path.suffix!r}: use a .png path")
+        artefacts.append(Artefact(bg_path, png.tobytes()))
+        if args.dry_run:
+            lines.append(f"empty-belt background: {bg_path} (dry run: not saved)")
+    return StepOutcome(result, updates, lines, artefacts)
 
 
-def _step_scale(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updates, list[str]]:
+def _step_snapshot(args: argparse.Namespace, _preview: Preview) -> StepOutcome:
+    """One frame with a grid, the region and the gates: choose --region over SSH without a window."""
+    cfg = read_config(args.config)
+    if args.grid < 10:
+        raise CalibrationError(f"--grid must be at least 10 px, got {args.grid}")
+    region = camera.parse_region(args.region) if args.region else cfg.belt.region
+    with FrameSource(args.source or cfg.camera.source, folder_fps=cfg.camera.folder_fps) as src:
+        frames = list(src.frames(limit=10 if src.kind == "camera" else 1))  # a live camera settles first
+        if not frames:
+            raise CalibrationError(f"{src.source!r} delivered no frame")
+    image = frames[-1].image
+    offsets = {n: g.distance_mm * cfg.belt.px_per_mm for n, g in cfg.gates.items()}
+    shown = draw_snapshot(image, region, cfg.belt.rotate, offsets, grid_px=args.grid)
+    out = args.out.resolve()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        ok = cv2.imwrite(str(out), shown)
+    except OSError as e:
+        raise CalibrationError(f"cannot write {out}: {e.strerror}") from None
+    if not ok:
+        raise CalibrationError(f"cannot write {out}: pick a writable .png path with --out")
+    fh, fw = image.shape[:2]
+    lines = [f"snapshot {out}: {fw}x{fh} px from {args.source or cfg.camera.source}, grid every {args.grid} px, "
+             f"belt.region {region} in green (arrow: direction of travel), gates in red",
+             f"copy it off (scp <host>:{out} .), then: wastesort calibrate camera --region x,y,width,height"]
+    try:
+        camera.check_region(region, image.shape)
+    except CalibrationError as e:
+        lines.append(f"warning: {e}")
+    return StepOutcome({"snapshot": out, "frame_width": fw, "frame_height": fh}, {}, lines, report=False)
+
+
+def _step_scale(args: argparse.Namespace, preview: Preview) -> StepOutcome:
     cfg = read_config(args.config)
     pattern = scale.parse_pattern(args.pattern)
     if args.image is not None:
@@ -193,7 +252,7 @@ def _step_scale(args: argparse.Namespace, preview: Preview) -> tuple[Any, Update
         if corners is not None:
             cv2.drawChessboardCorners(shown, pattern, corners.reshape(-1, 1, 2).astype("float32"), True)
         preview.show(shown, wait_ms=1500)
-    return {"scale": result, "intrinsics": intrinsics}, {"belt.px_per_mm": round(result.px_per_mm, 5)}, lines
+    return StepOutcome({"scale": result, "intrinsics": intrinsics}, {"belt.px_per_mm": round(result.px_per_mm, 5)}, lines)
 
 
 def _expand_images(paths: list[Path]) -> list[Path]:
@@ -206,7 +265,7 @@ def _expand_images(paths: list[Path]) -> list[Path]:
     return files
 
 
-def _step_belt(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updates, list[str]]:
+def _step_belt(args: argparse.Namespace, preview: Preview) -> StepOutcome:
     cfg = read_config(args.config)
     if args.encoder is not None:
         if args.mm_per_count is None:
@@ -236,7 +295,7 @@ def _step_belt(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updates
         lines.append(f"mean shift {result.px_per_frame:.3f} px/frame, drift {result.drift_deg:.2f} deg, "
                      f"{result.rejected_intervals} frame pairs rejected")
     lines += [f"warning: {w}" for w in result.warnings]
-    return result, {"belt.speed_mm_s": round(result.speed_mm_s, 3)}, lines
+    return StepOutcome(result, {"belt.speed_mm_s": round(result.speed_mm_s, 3)}, lines)
 
 
 def _previewed(frames: Any, preview: Preview) -> Any:
@@ -245,7 +304,7 @@ def _previewed(frames: Any, preview: Preview) -> Any:
         yield f
 
 
-def _step_gates(args: argparse.Namespace, _preview: Preview) -> tuple[Any, Updates, list[str]]:
+def _step_gates(args: argparse.Namespace, _preview: Preview) -> StepOutcome:
     cfg = read_config(args.config)
     if args.jog is None and (args.angles or args.bin_names or args.rest is not None):
         raise CalibrationError("--angles, --bin-names and --rest go with --jog GATE")
@@ -303,7 +362,7 @@ def _step_gates(args: argparse.Namespace, _preview: Preview) -> tuple[Any, Updat
                              f"({o.attempts} attempt{'s' if o.attempts != 1 else ''})")
             else:
                 lines.append(f"gate {o.gate}: FAILED ({o.error})")
-    return result, updates, lines
+    return StepOutcome(result, updates, lines)
 
 
 def _serial_settings(args: argparse.Namespace, cfg: Settings) -> SerialSettings:
@@ -351,32 +410,41 @@ def _jog(args: argparse.Namespace, cfg: Settings, distances: dict[int, float], u
     return result
 
 
-STEPS = {"camera": _step_camera, "scale": _step_scale, "belt": _step_belt, "gates": _step_gates}
+STEPS = {"camera": _step_camera, "snapshot": _step_snapshot, "scale": _step_scale, "belt": _step_belt,
+         "gates": _step_gates}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    quiet_libraries()
     preview = Preview(args.preview)
     try:
-        result, updates, lines = STEPS[args.step](args, preview)
-        write = apply_updates(args.config, updates, dry_run=args.dry_run) if updates else None
+        out = STEPS[args.step](args, preview)
+        write = (apply_updates(args.config, out.updates, dry_run=args.dry_run, artefacts=out.artefacts)
+                 if out.updates or out.artefacts else None)
     except CalibrationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         preview.close()
-    for line in lines:
+    for line in out.lines:
         print(line)
     if write is not None:
         print(describe(write))
-    report = save_report(args.report or default_report_path(args.config, args.step), args.step, result,
-                         write.changes if write is not None else [])
-    if report is not None:
-        print(f"report: {report}")
+    changes = write.changes if write is not None else []
+    if not out.report:
+        pass
+    elif args.dry_run and args.report is None:
+        print("dry run: no report saved (pass --report PATH for one marked dry_run)")
+    else:
+        report = save_report(args.report or default_report_path(args.config, args.step), args.step, out.result,
+                             changes, dry_run=args.dry_run)
+        if report is not None:
+            print(f"report: {report}" + (" (marked dry_run)" if args.dry_run else ""))
     if args.json:
-        print(json.dumps({"step": args.step, "result": to_jsonable(result),
-                          "changes": [str(c) for c in (write.changes if write else [])]}))
-    failed = isinstance(result, gates.GateTestResult) and not result.all_ok
+        print(json.dumps({"step": args.step, "dry_run": args.dry_run, "result": to_jsonable(out.result),
+                          "changes": [str(c) for c in changes]}))
+    failed = isinstance(out.result, gates.GateTestResult) and not out.result.all_ok
     return 1 if failed else 0
 
 

@@ -61,8 +61,8 @@ def read_config(path: Path) -> Settings:
 def _plain(value: Any, old: Any = None) -> Any:
     """TOML-friendly form of a calibration value (tuples become arrays, paths strings).
 
-    A whole-number float stays a whole number unless the config already holds a float there,
-    so ``distance_mm = 900`` becomes ``905``, not ``905.0``.
+    A whole-number float replacing a whole number stays one: ``distance_mm = 900`` becomes ``905``,
+    not ``905.0`` (the daemon's models accept either; the technician's file keeps its style).
     """
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
@@ -70,7 +70,7 @@ def _plain(value: Any, old: Any = None) -> Any:
         return str(value)
     if isinstance(value, float):
         value = float(f"{value:.6g}")
-        if value.is_integer() and not isinstance(old, float):
+        if value.is_integer() and isinstance(old, int) and not isinstance(old, bool):
             return int(value)
     return value
 

@@ -198,7 +198,7 @@ def test_whole_numbers_stay_whole_and_new_tables_keep_a_blank_line(tmp_path: Pat
     text = cfg.read_text()
     assert "distance_mm = 905\n" in text and "905.0" not in text
     assert "speed_mm_s = 250.0" in text  # a float stays a float
-    assert "distance_mm = 1700\n" in text
+    assert "distance_mm = 1700.0\n" in text  # a new key keeps the value's own type
     # The new table is followed by a blank line before the next table header.
     after = text.split("[gates.5]\n", 1)[1]
     body, _, rest = after.partition("\n\n")
