@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = c.add_mutually_exclusive_group()
     g.add_argument("--region", help="belt region x,y,width,height in pixels (default: belt.region)")
     g.add_argument("--select", action="store_true", help="drag the region in the preview window (needs a display)")
+    c.add_argument("--rotate", type=int, choices=[0, 90, 180, 270], default=None,
+                   help="clockwise turn so items travel left to right (default: belt.rotate); saved as belt.rotate")
     c.add_argument("--frames", type=int, default=30, help="frames for the median background (default 30)")
     c.add_argument("--background", type=Path, default=None,
                    help="where to save the empty-belt image (default: <config dir>/empty-belt.png)")
@@ -97,9 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=5.0, help="how long to record from a camera (default 5)")
     b.add_argument("--max-frames", type=int, default=None, help="stop after this many video frames")
     b.add_argument("--px-per-mm", type=float, default=None, help="image scale (default: belt.px_per_mm)")
-    b.add_argument("--region", default=None, help="x,y,width,height (default: belt.region)")
+    b.add_argument("--region", default=None, help="x,y,width,height (default: belt.region); saved as belt.region")
     b.add_argument("--full-frame", action="store_true", help="track the whole frame instead of belt.region")
-    b.add_argument("--rotate", type=int, choices=[0, 90, 180, 270], default=None, help="default: belt.rotate")
+    b.add_argument("--rotate", type=int, choices=[0, 90, 180, 270], default=None,
+                   help="clockwise turn so items travel left to right (default: belt.rotate); saved as belt.rotate")
+    b.add_argument("--fps", type=float, default=None,
+                   help="frame rate the images of an image-folder source were shot at (required for a folder)")
 
     gt = sub.add_parser("gates", parents=[common], help="test-fire gates over serial; set distances and lead times")
     gt.add_argument("--port", default=None, help="serial port (default: serial.port)")
@@ -135,7 +140,8 @@ def _step_camera(args: argparse.Namespace, preview: Preview) -> StepOutcome:
         bg_path = (args.background or args.config.resolve().parent / "empty-belt.png").resolve()
     with FrameSource(args.source or cfg.camera.source, folder_fps=cfg.camera.folder_fps) as src:
         result, background = camera.calibrate_camera(
-            src, region, rotate=cfg.belt.rotate, frames=args.frames, background_path=bg_path,
+            src, region, rotate=cfg.belt.rotate if args.rotate is None else args.rotate, frames=args.frames,
+            background_path=bg_path,
             lock=args.lock, exposure=args.exposure, white_balance_k=args.white_balance, preview=preview,
         )
     q = result.quality
@@ -156,6 +162,8 @@ def _step_camera(args: argparse.Namespace, preview: Preview) -> StepOutcome:
         lines.append("note: the daemon re-applies the saved camera.* controls at every camera open (they "
                      "reset on power loss); re-run --lock after a camera change")
     updates: Updates = {"belt.region": list(result.region)}
+    if args.rotate is not None:
+        updates["belt.rotate"] = args.rotate
     for name, value in result.camera_settings.items():
         updates[f"camera.{name}"] = value
     artefacts: list[Artefact] = []
@@ -267,7 +275,11 @@ def _expand_images(paths: list[Path]) -> list[Path]:
 
 def _step_belt(args: argparse.Namespace, preview: Preview) -> StepOutcome:
     cfg = read_config(args.config)
+    updates: Updates = {}
+    extra_lines: list[str] = []
     if args.encoder is not None:
+        if args.rotate is not None or args.region is not None or args.full_frame or args.fps is not None:
+            raise CalibrationError("--region, --full-frame, --rotate and --fps go with a video or camera, not --encoder")
         if args.mm_per_count is None:
             raise CalibrationError("--encoder needs --mm-per-count")
         t, counts = belt.read_encoder_csv(args.encoder)
@@ -277,7 +289,14 @@ def _step_belt(args: argparse.Namespace, preview: Preview) -> StepOutcome:
         region = None if args.full_frame else (camera.parse_region(args.region) if args.region else cfg.belt.region)
         rotate = args.rotate if args.rotate is not None else cfg.belt.rotate
         source = args.video or args.source or cfg.camera.source
-        with FrameSource(source, folder_fps=cfg.camera.folder_fps) as src:
+        if args.fps is not None and args.fps <= 0:
+            raise CalibrationError(f"--fps must be positive, got {args.fps:g}")
+        with FrameSource(source, folder_fps=args.fps or cfg.camera.folder_fps) as src:
+            if src.kind == "images" and args.fps is None:
+                raise CalibrationError(
+                    f"{source} is an image folder: its timing is unknown, so pass --fps (the rate the images "
+                    f"were shot at); camera.folder_fps ({cfg.camera.folder_fps:g}) is only the daemon's playback pace"
+                )
             if src.kind == "camera":
                 fps = src.fps or 30.0
                 limit = args.max_frames or max(3, int(args.seconds * fps))
@@ -287,6 +306,18 @@ def _step_belt(args: argparse.Namespace, preview: Preview) -> StepOutcome:
             if preview.available:
                 frames = _previewed(frames, preview)
             result = belt.speed_from_frames(frames, region, rotate, px_per_mm)
+            timing = (f"timing: image folder at {args.fps:g} fps (--fps)" if src.kind == "images" else
+                      "timing: the video's timestamps" if src.kind == "video" else "timing: the clock at each read")
+        extra_lines.append(timing)
+        if args.max_frames is not None and result.frames is not None and result.frames < args.max_frames:
+            extra_lines.append(f"warning: --max-frames {args.max_frames}, but {source} delivered only "
+                               f"{result.frames} frames")
+        if args.region is not None and not args.full_frame:
+            updates["belt.region"] = list(region)  # type: ignore[arg-type]
+        if args.rotate is not None:
+            updates["belt.rotate"] = args.rotate
+        if args.full_frame:
+            extra_lines.append("note: measured on the full frame; belt.region is unchanged")
     lines = [
         f"belt speed {result.speed_mm_s:.2f} mm/s ({result.method}, {result.intervals} intervals over "
         f"{result.duration_s:.2f} s): std {result.std_mm_s:.2f}, min {result.min_mm_s:.2f}, max {result.max_mm_s:.2f} mm/s",
@@ -294,8 +325,9 @@ def _step_belt(args: argparse.Namespace, preview: Preview) -> StepOutcome:
     if result.px_per_frame is not None:
         lines.append(f"mean shift {result.px_per_frame:.3f} px/frame, drift {result.drift_deg:.2f} deg, "
                      f"{result.rejected_intervals} frame pairs rejected")
-    lines += [f"warning: {w}" for w in result.warnings]
-    return StepOutcome(result, {"belt.speed_mm_s": round(result.speed_mm_s, 3)}, lines)
+    lines += [f"warning: {w}" for w in result.warnings] + extra_lines
+    updates["belt.speed_mm_s"] = round(result.speed_mm_s, 3)
+    return StepOutcome(result, updates, lines)
 
 
 def _previewed(frames: Any, preview: Preview) -> Any:
