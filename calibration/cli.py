@@ -348,10 +348,17 @@ def _step_gates(args: argparse.Namespace, _preview: Preview) -> StepOutcome:
                                "and/or --distance/--lead-time/--pulse GATE=VALUE")
     for g, d in distances.items():
         if d <= 0:
-            raise CalibrationError(f"--distance for gate {g} must be positive, got {d}")
+            raise CalibrationError(f"--distance for gate {g} must be positive, got {d:g}")
     for g, p in pulses.items():
-        if not 1 <= p <= 10_000:
-            raise CalibrationError(f"--pulse for gate {g} must be 1..10000 ms, got {p}")
+        gates.check_pulse(p, f"--pulse for gate {g}")
+    if args.pulse_ms is not None:
+        gates.check_pulse(args.pulse_ms, "--pulse-ms")
+    if args.repeat < 1:
+        raise CalibrationError("--repeat must be at least 1")
+    if args.interval_s < 0:
+        raise CalibrationError("--interval-s must not be negative")
+    if args.rest is not None:
+        gates.check_angle(args.rest, "--rest")
     updates: Updates = {}
     for g, d in distances.items():
         updates[f"gates.{g}.distance_mm"] = d
@@ -363,6 +370,9 @@ def _step_gates(args: argparse.Namespace, _preview: Preview) -> StepOutcome:
         if g not in cfg.gates and g not in distances:
             raise CalibrationError(f"gate {g} is not in [gates]; give its --distance too")
         updates[f"gates.{g}.pulse_ms"] = int(v)
+    new_gates = sorted(g for g in distances if g not in cfg.gates)
+    if new_gates:
+        _check_controller_has(args, cfg, new_gates)
     lines: list[str] = []
     result: gates.GateTestResult | None = None
     if args.jog is not None:
@@ -379,10 +389,9 @@ def _step_gates(args: argparse.Namespace, _preview: Preview) -> StepOutcome:
                 raise CalibrationError(f"--fire takes 'all' or gate numbers such as 1,3, got {args.fire!r}") from None
         if not to_fire or min(to_fire) < 1:
             raise CalibrationError(f"--fire: gate numbers start at 1, got {args.fire!r}")
-        if args.repeat < 1:
-            raise CalibrationError("--repeat must be at least 1")
         fires: list[gates.Command] = [
-            (g, args.pulse_ms or int(pulses.get(g, cfg.gates[g].pulse_ms if g in cfg.gates else 80)), None)
+            (g, args.pulse_ms if args.pulse_ms is not None else
+             int(pulses.get(g, cfg.gates[g].pulse_ms if g in cfg.gates else 80)), None)
             for g in to_fire
         ]
         result = gates.fire_gates(_serial_settings(args, cfg), fires, repeat=args.repeat, interval_s=args.interval_s,
@@ -395,6 +404,23 @@ def _step_gates(args: argparse.Namespace, _preview: Preview) -> StepOutcome:
             else:
                 lines.append(f"gate {o.gate}: FAILED ({o.error})")
     return StepOutcome(result, updates, lines)
+
+
+def _check_controller_has(args: argparse.Namespace, cfg: Settings, new_gates: list[int]) -> None:
+    """A new [gates.N] table only for an output the controller has: ask it (HELLO) for its gate count."""
+    try:
+        hello = gates.fire_gates(_serial_settings(args, cfg), [], connect_timeout_s=args.connect_timeout_s)
+    except CalibrationError as e:
+        raise CalibrationError(
+            f"--distance creates gate {', '.join(map(str, new_gates))}, not in [gates] yet: the controller is asked "
+            f"how many gates it has, and it did not answer: {e}"
+        ) from None
+    beyond = [g for g in new_gates if g > hello.controller_gates]
+    if beyond:
+        raise CalibrationError(
+            f"--distance: the controller on {hello.port} has {hello.controller_gates} gates "
+            f"(1..{hello.controller_gates}); it has no gate {', '.join(map(str, beyond))}"
+        )
 
 
 def _serial_settings(args: argparse.Namespace, cfg: Settings) -> SerialSettings:
