@@ -231,11 +231,14 @@ def _step_scale(args: argparse.Namespace, preview: Preview) -> StepOutcome:
         f"scale along the belt {result.px_per_mm:.4f} px/mm (across {result.px_per_mm_across:.4f}), "
         f"homography fit RMS {result.reprojection_rms_px:.3f} px",
         "scale along belt.region (upstream, centre, downstream): "
-        + ", ".join(f"{v:.4f}" for v in result.scale_along_region)
-        + f" px/mm ({result.variation_pct:.1f}% variation)",
+        + ", ".join(f"{v:.4f}" for v in result.scale_along_region) + " px/mm",
+        f"scale over belt.region ({scale.GRID_POINTS}x{scale.GRID_POINTS} points, along and across the belt): "
+        f"{min(g[2] for g in result.scale_grid):.4f}..{max(g[2] for g in result.scale_grid):.4f} px/mm "
+        f"({result.variation_pct:.1f}% variation)",
         *(f"warning: {w}" for w in result.warnings),
     ]
     intrinsics = None
+    artefacts: list[Artefact] = []
     if args.views:
         views = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in _expand_images(args.views)]
         if any(v is None for v in views):
@@ -249,18 +252,19 @@ def _step_scale(args: argparse.Namespace, preview: Preview) -> StepOutcome:
         )
         if intrinsics.rms_px > 1.0:
             lines.append("warning: RMS above 1 px: retake views (sharp, board flat, varied tilts)")
-        out = (args.intrinsics_out or args.config.resolve().parent / "camera-intrinsics.json")
-        if not args.dry_run:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(to_jsonable(intrinsics), indent=2) + "\n", encoding="utf-8")
-            lines.append(f"intrinsics saved to {out} (the daemon does not undistort yet; kept for reference)")
+        lines += [f"warning: {w}" for w in intrinsics.warnings]
+        out = (args.intrinsics_out or args.config.resolve().parent / "camera-intrinsics.json").resolve()
+        artefacts.append(Artefact(out, (json.dumps(to_jsonable(intrinsics), indent=2) + "\n").encode("utf-8")))
+        lines.append(f"intrinsics: {out}" + (" (dry run: not saved)" if args.dry_run else
+                                              " (the daemon does not undistort yet; kept for reference)"))
     if preview.available:
         shown = image.copy()
         corners = scale.find_corners(image, pattern)
         if corners is not None:
             cv2.drawChessboardCorners(shown, pattern, corners.reshape(-1, 1, 2).astype("float32"), True)
         preview.show(shown, wait_ms=1500)
-    return StepOutcome({"scale": result, "intrinsics": intrinsics}, {"belt.px_per_mm": round(result.px_per_mm, 5)}, lines)
+    return StepOutcome({"scale": result, "intrinsics": intrinsics}, {"belt.px_per_mm": round(result.px_per_mm, 5)},
+                       lines, artefacts)
 
 
 def _expand_images(paths: list[Path]) -> list[Path]:
