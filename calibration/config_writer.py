@@ -173,7 +173,7 @@ def describe(result: WriteResult) -> str:
     """Human summary of a write, for the terminal."""
     lines = [f"  {c}" for c in result.changes]
     if not result.changes:
-        head = f"{result.path}: already up to date, nothing written"
+        head = f"{result.path}: already up to date" + ("" if result.artefacts else ", nothing written")
     elif result.written:
         head = f"updated {result.path} (backup: {result.backup}):"
     else:

@@ -381,3 +381,16 @@ def test_snapshot_draws_grid_region_and_gates(tmp_path: Path, capsys: pytest.Cap
     text = capsys.readouterr().out
     assert str(out) in text and "scp" in text
     assert cfg.read_bytes() == before and not (cfg.parent / "calibration-reports").exists()
+
+
+def test_camera_rotate_is_used_and_saved(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--rotate sets belt.rotate (no other way to set it) and the background is cropped with it."""
+    write_frames(tmp_path / "frames", n=3)
+    cfg = make_config(tmp_path, {"gates.1.distance_mm": 2000.0, "gates.2.distance_mm": 2100.0,
+                                 "gates.3.distance_mm": 2200.0, "gates.4.distance_mm": 2300.0})
+    argv = ["camera", "--config", str(cfg), "--source", str(tmp_path / "frames"), "--region", "20,60,280,120",
+            "--rotate", "270"]
+    assert main(argv) == 0
+    s = load_settings(cfg)
+    assert s.belt.rotate == 270 and cv2.imread(str(s.detect.background_image)).shape[:2] == (280, 120)
+    assert "belt.rotate: 0 -> 270" in capsys.readouterr().out
