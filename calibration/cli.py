@@ -335,7 +335,12 @@ STEPS = {"camera": _step_camera, "snapshot": _step_snapshot, "scale": _step_scal
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    quiet_libraries()
+    with quiet_libraries():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Measure, write (all or nothing), print, save the report; the exit code."""
     preview = Preview(args.preview)
     try:
         out = STEPS[args.step](args, preview)
@@ -351,11 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     if write is not None:
         print(describe(write))
     changes = write.changes if write is not None else []
-    if not out.report:
-        pass
-    elif args.dry_run and args.report is None:
+    if out.report and args.dry_run and args.report is None:
         print("dry run: no report saved (pass --report PATH for one marked dry_run)")
-    else:
+    elif out.report:
         report = save_report(args.report or default_report_path(args.config, args.step), args.step, out.result,
                              changes, dry_run=args.dry_run)
         if report is not None:

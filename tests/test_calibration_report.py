@@ -51,3 +51,15 @@ def test_library_chatter_stays_off_the_technicians_output(tmp_path: Path) -> Non
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: cannot open video"), proc.stderr
+
+
+def test_logging_of_the_calling_process_is_restored(tmp_path: Path) -> None:
+    """main() quietens structlog and OpenCV only while it runs: the daemon's (or a test's) logging stays intact."""
+    import cv2
+    import structlog
+
+    before = structlog.get_config()
+    cv_before = cv2.utils.logging.getLogLevel()
+    cfg = make_config(tmp_path)
+    assert main(["gates", "--config", str(cfg), "--distance", "1=950"]) == 0
+    assert structlog.get_config() == before and cv2.utils.logging.getLogLevel() == cv_before
