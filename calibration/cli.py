@@ -128,11 +128,17 @@ def _step_camera(args: argparse.Namespace, preview: Preview) -> StepOutcome:
     if not args.no_background:
         bg_path = (args.background or args.config.resolve().parent / "empty-belt.png").resolve()
     with FrameSource(args.source or cfg.camera.source, folder_fps=cfg.camera.folder_fps) as src:
-        result, background = camera.calibrate_camera(
-            src, region, rotate=cfg.belt.rotate if args.rotate is None else args.rotate, frames=args.frames,
-            background_path=bg_path,
-            lock=args.lock, exposure=args.exposure, white_balance_k=args.white_balance, preview=preview,
-        )
+        try:
+            result, background = camera.calibrate_camera(
+                src, region, rotate=cfg.belt.rotate if args.rotate is None else args.rotate, frames=args.frames,
+                background_path=bg_path,
+                lock=args.lock, exposure=args.exposure, white_balance_k=args.white_balance, preview=preview,
+            )
+        except CalibrationError as e:
+            if args.region or args.select or "region" not in str(e):
+                raise
+            raise CalibrationError(f"{e} (belt.region from the config: pass --region x,y,width,height; "
+                                   "'calibrate snapshot' shows the image with a pixel grid)") from None
     q = result.quality
     lines = [
         f"source {result.source}: {result.frame_width}x{result.frame_height}, {result.frames_used} frames",

@@ -394,3 +394,22 @@ def test_camera_rotate_is_used_and_saved(tmp_path: Path, capsys: pytest.CaptureF
     s = load_settings(cfg)
     assert s.belt.rotate == 270 and cv2.imread(str(s.detect.background_image)).shape[:2] == (280, 120)
     assert "belt.rotate: 0 -> 270" in capsys.readouterr().out
+
+
+def test_unwritable_config_puts_the_new_background_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The image is replaced before the config; when the config then cannot be replaced, the old image returns."""
+    from test_calibration_config import immutable
+
+    write_frames(tmp_path / "frames", n=3)
+    cfg = make_config(tmp_path)
+    frames = str(tmp_path / "frames")
+    assert main(["camera", "--config", str(cfg), "--source", frames, "--region", "20,60,200,120"]) == 0
+    for b in cfg.parent.glob("*.bak-*"):
+        b.unlink()
+    bg = cfg.parent / "empty-belt.png"
+    live, config_before = bg.read_bytes(), cfg.read_bytes()
+    with immutable(cfg):
+        assert main(["camera", "--config", str(cfg), "--source", frames, "--region", "20,60,280,120"]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert bg.read_bytes() == live and cfg.read_bytes() == config_before
+    assert sorted(p.name for p in cfg.parent.iterdir()) == ["calibration-reports", "empty-belt.png", "wastesort.toml"]
