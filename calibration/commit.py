@@ -71,12 +71,13 @@ def commit_files(files: Sequence[Artefact], stamp: str) -> dict[Path, Path]:
     staged: dict[Path, Path] = {}  # resolved target -> staged temporary file
     backups: dict[Path, Path] = {}
     replaced: list[Path] = []
+    created: list[Path] = []  # folders made for new files, removed again on failure
     current = files[0].path if files else Path()
     try:
         for f in files:
             current = f.path
             target = f.path.resolve()
-            target.parent.mkdir(parents=True, exist_ok=True)
+            created += _make_dirs(target.parent)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
             staged[target] = Path(tmp_name)
             with os.fdopen(fd, "wb") as fh:
@@ -100,8 +101,24 @@ def commit_files(files: Sequence[Artefact], stamp: str) -> dict[Path, Path]:
         _roll_back(replaced, backups)
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
         raise write_refusal(current, e) from None
     return backups
+
+
+def _make_dirs(folder: Path) -> list[Path]:
+    """mkdir -p, returning the folders it created (outermost first)."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for d in reversed(missing):
+        d.mkdir()
+    return list(reversed(missing))
 
 
 def _roll_back(replaced: list[Path], backups: dict[Path, Path]) -> None:

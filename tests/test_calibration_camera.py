@@ -413,3 +413,18 @@ def test_unwritable_config_puts_the_new_background_back(tmp_path: Path, capsys: 
     assert "cannot write" in capsys.readouterr().err
     assert bg.read_bytes() == live and cfg.read_bytes() == config_before
     assert sorted(p.name for p in cfg.parent.iterdir()) == ["calibration-reports", "empty-belt.png", "wastesort.toml"]
+
+
+@pytest.mark.parametrize("rotate", [0, 90, 180, 270])
+def test_snapshot_gate_lines_follow_belt_rotate(rotate: int) -> None:
+    """A line drawn d px downstream in the image is column d of the crop the daemon sees (crop, then rotate)."""
+    from calibration.camera import crop_region
+    from calibration.snapshot import gate_line
+
+    region = (30, 20, 200, 160)
+    for d in (0, 37, 120):
+        img = np.zeros((H, W), np.uint8)
+        p, q = gate_line(region, rotate, d)
+        cv2.line(img, p, q, 255, 1)
+        crop = crop_region(img, region, rotate)
+        assert crop[:, d].min() == 255 and crop.sum() == 255 * crop.shape[0]

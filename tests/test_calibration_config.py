@@ -203,3 +203,16 @@ def test_whole_numbers_stay_whole_and_new_tables_keep_a_blank_line(tmp_path: Pat
     after = text.split("[gates.5]\n", 1)[1]
     body, _, rest = after.partition("\n\n")
     assert "[" not in body and rest.lstrip().startswith("[")
+
+
+def test_failed_commit_removes_the_folders_it_made(tmp_path: Path) -> None:
+    """An artefact in a new folder, then a config that cannot be replaced: the new folder goes again."""
+    from calibration.commit import Artefact
+
+    cfg = make_config(tmp_path)
+    new_dir = tmp_path / "new" / "deeper"
+    with immutable(cfg):
+        with pytest.raises(CalibrationError, match="cannot write"):
+            apply_updates(cfg, {"belt.speed_mm_s": 250.0}, artefacts=[Artefact(new_dir / "bg.png", b"png")])
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in cfg.parent.iterdir()) == ["wastesort.toml"]
