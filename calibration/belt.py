@@ -23,6 +23,8 @@ from calibration.sources import TimedFrame
 
 MIN_SPEED_MM_S = 1.0  # below this the belt is standing still (or the measurement failed)
 MIN_RESPONSE = 0.05  # phase-correlation peak below this: nothing to lock on
+MAX_DRIFT_DEG = 15.0  # motion further off the region's x axis: the belt runs across it (belt.rotate unset)
+MAX_SPREAD = 0.5  # std of the per-interval speeds above this share of the speed: no steady belt was measured
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class SpeedResult:
     px_per_frame: float | None = None  # video only: mean shift between consecutive frames
     drift_deg: float | None = None  # video only: angle of the motion against the region's x axis
     rejected_intervals: int = 0
+    frames: int | None = None  # video only: frames read
     warnings: list[str] = field(default_factory=list)
 
 
@@ -58,6 +61,12 @@ def _summarise(
             "after rotation; change belt.rotate (e.g. 0 <-> 180)"
         )
     std = float(speeds.std())
+    if std > MAX_SPREAD * total:
+        raise CalibrationError(
+            f"the speed varies by {std / total * 100:.0f}% (std) between frames: no steady belt motion was measured; "
+            "check the belt texture (put a marker or newspaper on it), the region (--region / belt.region), "
+            "belt.rotate, and that the belt ran at constant speed; refusing to write it"
+        )
     if std > 0.1 * total:
         warnings.append(f"speed varies by {std / total * 100:.0f}% (std): belt slipping, jerky drive or poor texture?")
     return SpeedResult(
@@ -71,6 +80,27 @@ def _summarise(
         warnings=warnings,
         **extra,  # type: ignore[arg-type]
     )
+
+
+def unbiased_size(n: int) -> int:
+    """Largest even n' <= n that cv2.getOptimalDFTSize leaves as it is.
+
+    cv2.phaseCorrelate pads each side to getOptimalDFTSize; when that size is odd (75, 225, 625 ...)
+    its sub-pixel peak is biased by half a pixel (a 625 px wide region read 2.6% fast, a 225 px
+    high one drifted 0.6 deg). Correlating a centred crop of an even, DFT-optimal size avoids it.
+    """
+    m = n - (n % 2)
+    while m > 2 and cv2.getOptimalDFTSize(m) != m:
+        m -= 2
+    return max(m, 2)
+
+
+def _analysed(grey: np.ndarray) -> np.ndarray:
+    """The centred part of ``grey`` that phase correlation sees without bias (see ``unbiased_size``)."""
+    h, w = grey.shape[:2]
+    nh, nw = unbiased_size(h), unbiased_size(w)
+    y0, x0 = (h - nh) // 2, (w - nw) // 2
+    return np.ascontiguousarray(grey[y0 : y0 + nh, x0 : x0 + nw])
 
 
 def speed_from_frames(
@@ -99,7 +129,7 @@ def speed_from_frames(
             check_region(region, f.image.shape)
         seen += 1
         crop = crop_region(f.image, region, rotate) if region is not None else f.image
-        grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        grey = _analysed(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32))
         if window is None:
             window = cv2.createHanningWindow((grey.shape[1], grey.shape[0]), cv2.CV_32F)
             max_shift = min(grey.shape[:2]) / 4
@@ -134,7 +164,15 @@ def speed_from_frames(
     dt_arr = np.array(dts)
     warnings: list[str] = []
     drift = math.degrees(math.atan2(arr[:, 1].sum(), arr[:, 0].sum()))
-    if abs(drift) > 2.0:
+    across = math.degrees(math.atan2(abs(arr[:, 1].sum()), abs(arr[:, 0].sum())))
+    moving = math.hypot(arr[:, 0].sum(), arr[:, 1].sum()) / px_per_mm / dt_arr.sum() >= MIN_SPEED_MM_S
+    if moving and across > MAX_DRIFT_DEG:
+        raise CalibrationError(
+            f"the belt moves {across:.0f} deg across the region, not along it: set the direction of travel "
+            "with --rotate 90 or 270 (saved as belt.rotate) so items move left to right in the rotated "
+            "region, or align the camera with the belt; refusing to write the speed"
+        )
+    if abs(drift) > 2.0 and across > 2.0:
         warnings.append(f"items drift {drift:.1f} deg across the region: align the camera with the belt")
     return _summarise(
         "video",
@@ -144,6 +182,7 @@ def speed_from_frames(
         px_per_frame=float(arr[:, 0].mean()),
         drift_deg=drift,
         rejected_intervals=rejected,
+        frames=seen,
     )
 
 

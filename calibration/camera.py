@@ -15,6 +15,9 @@ from daemon.camera_controls import ControlReport, ControlValue, PropertyDevice, 
 
 Region = tuple[int, int, int, int]  # x, y, width, height in pixels, as belt.region
 MIN_REGION_PX = 16  # the daemon's own lower bound for belt.region width and height
+MIN_BRIGHTNESS = 15.0  # mean grey level of the background below this: no usable image (cap on, lights off)
+MAX_BRIGHTNESS = 245.0  # ... above this: blown out
+MIN_CONTRAST = 2.0  # grey-level std below this: a flat colour, not a belt (a test pattern, a dead camera)
 _ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
 
@@ -118,6 +121,19 @@ class CameraResult:
     controls: list[ControlReport]
     controls_note: str | None
     camera_settings: dict[str, ControlValue]  # [camera] keys to save: resolution and the controls the driver took
+    warnings: list[str] = field(default_factory=list)  # image quality and capture problems, for the technician
+
+
+def refuse_nonsense(background: np.ndarray, quality: ImageQuality) -> None:
+    """Refuse a background no belt looks like: black, blown out or a flat colour (cap on, lights off, wrong camera)."""
+    grey = cv2.cvtColor(background, cv2.COLOR_BGR2GRAY) if background.ndim == 3 else background
+    check = "check the lens cap, the belt lights, --source (the right camera?) and the exposure"
+    if quality.brightness < MIN_BRIGHTNESS:
+        raise CalibrationError(f"the belt region is black (mean {quality.brightness:.0f}/255): {check}")
+    if quality.brightness > MAX_BRIGHTNESS:
+        raise CalibrationError(f"the belt region is white (mean {quality.brightness:.0f}/255): {check}")
+    if float(grey.std()) < MIN_CONTRAST:
+        raise CalibrationError(f"the belt region is one flat colour (std {grey.std():.1f} grey levels): {check}")
 
 
 def calibrate_camera(
@@ -131,8 +147,12 @@ def calibrate_camera(
     exposure: float | None = None,
     white_balance_k: float | None = None,
     preview: Preview | None = None,
-) -> CameraResult:
-    """Run the camera step on an open source; ``region`` None means pick it in the preview window."""
+) -> tuple[CameraResult, np.ndarray]:
+    """Run the camera step on an open source; ``region`` None means pick it in the preview window.
+
+    Writes nothing: returns the result and the background image, which the caller saves together with
+    the config once the new config has passed validation (``background_path`` is only recorded).
+    """
     if frames < 1:
         raise CalibrationError("--frames must be at least 1")
     controls: list[ControlReport] = []
@@ -162,16 +182,18 @@ def calibrate_camera(
     check_region(region, shape)
     crops = [crop_region(img, region, rotate) for img in images if img.shape == shape]
     background = median_background(crops)
-    if background_path is not None:
-        background_path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(background_path), background):
-            raise CalibrationError(f"cannot write the background image {background_path}")
+    quality = measure_quality(background)
+    refuse_nonsense(background, quality)
+    warnings = list(quality.warnings)
+    if len(images) < frames:
+        warnings.append(f"asked for {frames} frames, {source.source} delivered only {len(images)}: "
+                        "the background is the median of those")
     if preview is not None and preview.available:
         shown = images[-1].copy()
         x, y, w, h = region
         cv2.rectangle(shown, (x, y), (x + w - 1, y + h - 1), (0, 255, 0), 2)
         preview.show(shown, wait_ms=1500)
-    return CameraResult(
+    result = CameraResult(
         source=source.source,
         frame_width=int(shape[1]),
         frame_height=int(shape[0]),
@@ -179,8 +201,10 @@ def calibrate_camera(
         rotate=rotate,
         frames_used=len(crops),
         background_path=background_path,
-        quality=measure_quality(background),
+        quality=quality,
         controls=controls,
         controls_note=note,
         camera_settings=to_save,
+        warnings=warnings,
     )
+    return result, background

@@ -15,12 +15,16 @@ from typing import Any
 import cv2
 
 from calibration import belt, camera, gates, scale
+from calibration.commit import Artefact
 from calibration.config_writer import Updates, apply_updates, describe, read_config
 from calibration.errors import CalibrationError
+from calibration.gates_cli import step_gates
+from calibration.outcome import StepOutcome
 from calibration.preview import Preview
+from calibration.quiet import quiet_libraries
 from calibration.report import default_report_path, save_report, to_jsonable
+from calibration.snapshot import draw_snapshot
 from calibration.sources import IMAGE_SUFFIXES, FrameSource
-from daemon.settings import SerialSettings, Settings
 
 DEFAULT_CONFIG = Path("/etc/wastesort/wastesort.toml")
 
@@ -44,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("camera", parents=[common], help="belt region, empty-belt background, image quality, exposure lock")
     c.add_argument("--source", help="camera index, device, URL, video or image folder (default: camera.source)")
     g = c.add_mutually_exclusive_group()
-    g.add_argument("--region", help="belt region x,y,width,height in pixels")
+    g.add_argument("--region", help="belt region x,y,width,height in pixels (default: belt.region)")
     g.add_argument("--select", action="store_true", help="drag the region in the preview window (needs a display)")
+    c.add_argument("--rotate", type=int, choices=[0, 90, 180, 270], default=None,
+                   help="clockwise turn so items travel left to right (default: belt.rotate); saved as belt.rotate")
     c.add_argument("--frames", type=int, default=30, help="frames for the median background (default 30)")
     c.add_argument("--background", type=Path, default=None,
                    help="where to save the empty-belt image (default: <config dir>/empty-belt.png)")
@@ -53,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lock", action="store_true", help="switch off auto exposure / white balance at the current values")
     c.add_argument("--exposure", type=float, default=None, help="manual exposure (driver units)")
     c.add_argument("--white-balance", type=float, default=None, help="manual white balance temperature (K)")
+
+    sn = sub.add_parser("snapshot", parents=[common],
+                        help="save a camera still with a pixel grid, belt.region and the gates drawn (for SSH)")
+    sn.add_argument("--source", help="camera index, device, URL, video or image folder (default: camera.source)")
+    sn.add_argument("--out", type=Path, default=Path("wastesort-snapshot.png"),
+                    help="PNG to write (default: ./wastesort-snapshot.png; copy it off with scp)")
+    sn.add_argument("--region", default=None, help="draw this x,y,width,height instead of belt.region")
+    sn.add_argument("--grid", type=int, default=50, help="grid spacing in pixels (default 50)")
 
     s = sub.add_parser("scale", parents=[common], help="px_per_mm from a chessboard on the belt; lens intrinsics")
     src = s.add_mutually_exclusive_group()
@@ -74,9 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=5.0, help="how long to record from a camera (default 5)")
     b.add_argument("--max-frames", type=int, default=None, help="stop after this many video frames")
     b.add_argument("--px-per-mm", type=float, default=None, help="image scale (default: belt.px_per_mm)")
-    b.add_argument("--region", default=None, help="x,y,width,height (default: belt.region)")
+    b.add_argument("--region", default=None, help="x,y,width,height (default: belt.region); saved as belt.region")
     b.add_argument("--full-frame", action="store_true", help="track the whole frame instead of belt.region")
-    b.add_argument("--rotate", type=int, choices=[0, 90, 180, 270], default=None, help="default: belt.rotate")
+    b.add_argument("--rotate", type=int, choices=[0, 90, 180, 270], default=None,
+                   help="clockwise turn so items travel left to right (default: belt.rotate); saved as belt.rotate")
+    b.add_argument("--fps", type=float, default=None,
+                   help="frame rate the images of an image-folder source were shot at (required for a folder)")
 
     gt = sub.add_parser("gates", parents=[common], help="test-fire gates over serial; set distances and lead times")
     gt.add_argument("--port", default=None, help="serial port (default: serial.port)")
@@ -104,27 +121,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --- steps ----------------------------------------------------------------------------------------
-def _step_camera(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updates, list[str]]:
+def _step_camera(args: argparse.Namespace, preview: Preview) -> StepOutcome:
     cfg = read_config(args.config)
-    region = camera.parse_region(args.region) if args.region else None
-    if region is None and not args.select:
-        raise CalibrationError("pass --region x,y,width,height, or --select to drag it in a preview window")
+    region = None if args.select else (camera.parse_region(args.region) if args.region else cfg.belt.region)
     bg_path: Path | None = None
     if not args.no_background:
         bg_path = (args.background or args.config.resolve().parent / "empty-belt.png").resolve()
     with FrameSource(args.source or cfg.camera.source, folder_fps=cfg.camera.folder_fps) as src:
-        result = camera.calibrate_camera(
-            src, region, rotate=cfg.belt.rotate, frames=args.frames,
-            background_path=None if args.dry_run else bg_path,
-            lock=args.lock, exposure=args.exposure, white_balance_k=args.white_balance, preview=preview,
-        )
+        try:
+            result, background = camera.calibrate_camera(
+                src, region, rotate=cfg.belt.rotate if args.rotate is None else args.rotate, frames=args.frames,
+                background_path=bg_path,
+                lock=args.lock, exposure=args.exposure, white_balance_k=args.white_balance, preview=preview,
+            )
+        except CalibrationError as e:
+            if args.region or args.select or "region" not in str(e):
+                raise
+            raise CalibrationError(f"{e} (belt.region from the config: pass --region x,y,width,height; "
+                                   "'calibrate snapshot' shows the image with a pixel grid)") from None
     q = result.quality
     lines = [
         f"source {result.source}: {result.frame_width}x{result.frame_height}, {result.frames_used} frames",
-        f"belt region {result.region} (rotate {result.rotate})",
+        f"belt region {result.region} (rotate {result.rotate})" + ("" if args.region or args.select else
+                                                                   " (belt.region from the config)"),
         f"sharpness (Laplacian variance) {q.sharpness:.1f}, brightness {q.brightness:.1f}/255, "
         f"clipped {q.dark_clipped_pct:.2f}% black / {q.bright_clipped_pct:.2f}% white",
-        *(f"warning: {w}" for w in q.warnings),
+        *(f"warning: {w}" for w in result.warnings),
     ]
     for ctl in result.controls:
         state = "applied" if ctl.applied else "IGNORED by the driver"
@@ -135,15 +157,55 @@ def _step_camera(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updat
         lines.append("note: the daemon re-applies the saved camera.* controls at every camera open (they "
                      "reset on power loss); re-run --lock after a camera change")
     updates: Updates = {"belt.region": list(result.region)}
+    if args.rotate is not None:
+        updates["belt.rotate"] = args.rotate
     for name, value in result.camera_settings.items():
         updates[f"camera.{name}"] = value
+    artefacts: list[Artefact] = []
     if bg_path is not None:
         updates["detect.background_image"] = str(bg_path)
-        lines.append(f"empty-belt background: {bg_path}" + (" (dry run: not saved)" if args.dry_run else ""))
-    return result, updates, lines
+        ok, png = cv2.imencode(bg_path.suffix or ".png", background)
+        if not ok:
+            raise CalibrationError(f"cannot encode the background as {bg_path.suffix!r}: use a .png path")
+        artefacts.append(Artefact(bg_path, png.tobytes()))
+        if args.dry_run:
+            lines.append(f"empty-belt background: {bg_path} (dry run: not saved)")
+    return StepOutcome(result, updates, lines, artefacts)
 
 
-def _step_scale(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updates, list[str]]:
+def _step_snapshot(args: argparse.Namespace, _preview: Preview) -> StepOutcome:
+    """One frame with a grid, the region and the gates: choose --region over SSH without a window."""
+    cfg = read_config(args.config)
+    if args.grid < 10:
+        raise CalibrationError(f"--grid must be at least 10 px, got {args.grid}")
+    region = camera.parse_region(args.region) if args.region else cfg.belt.region
+    with FrameSource(args.source or cfg.camera.source, folder_fps=cfg.camera.folder_fps) as src:
+        frames = list(src.frames(limit=10 if src.kind == "camera" else 1))  # a live camera settles first
+        if not frames:
+            raise CalibrationError(f"{src.source!r} delivered no frame")
+    image = frames[-1].image
+    offsets = {n: g.distance_mm * cfg.belt.px_per_mm for n, g in cfg.gates.items()}
+    shown = draw_snapshot(image, region, cfg.belt.rotate, offsets, grid_px=args.grid)
+    out = args.out.resolve()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        ok = cv2.imwrite(str(out), shown)
+    except OSError as e:
+        raise CalibrationError(f"cannot write {out}: {e.strerror}") from None
+    if not ok:
+        raise CalibrationError(f"cannot write {out}: pick a writable .png path with --out")
+    fh, fw = image.shape[:2]
+    lines = [f"snapshot {out}: {fw}x{fh} px from {args.source or cfg.camera.source}, grid every {args.grid} px, "
+             f"belt.region {region} in green (arrow: direction of travel), gates in red",
+             f"copy it off (scp <host>:{out} .), then: wastesort calibrate camera --region x,y,width,height"]
+    try:
+        camera.check_region(region, image.shape)
+    except CalibrationError as e:
+        lines.append(f"warning: {e}")
+    return StepOutcome({"snapshot": out, "frame_width": fw, "frame_height": fh}, {}, lines, report=False)
+
+
+def _step_scale(args: argparse.Namespace, preview: Preview) -> StepOutcome:
     cfg = read_config(args.config)
     pattern = scale.parse_pattern(args.pattern)
     if args.image is not None:
@@ -164,11 +226,14 @@ def _step_scale(args: argparse.Namespace, preview: Preview) -> tuple[Any, Update
         f"scale along the belt {result.px_per_mm:.4f} px/mm (across {result.px_per_mm_across:.4f}), "
         f"homography fit RMS {result.reprojection_rms_px:.3f} px",
         "scale along belt.region (upstream, centre, downstream): "
-        + ", ".join(f"{v:.4f}" for v in result.scale_along_region)
-        + f" px/mm ({result.variation_pct:.1f}% variation)",
+        + ", ".join(f"{v:.4f}" for v in result.scale_along_region) + " px/mm",
+        f"scale over belt.region ({scale.GRID_POINTS}x{scale.GRID_POINTS} points, along and across the belt): "
+        f"{min(g[2] for g in result.scale_grid):.4f}..{max(g[2] for g in result.scale_grid):.4f} px/mm "
+        f"({result.variation_pct:.1f}% variation)",
         *(f"warning: {w}" for w in result.warnings),
     ]
     intrinsics = None
+    artefacts: list[Artefact] = []
     if args.views:
         views = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in _expand_images(args.views)]
         if any(v is None for v in views):
@@ -182,18 +247,19 @@ def _step_scale(args: argparse.Namespace, preview: Preview) -> tuple[Any, Update
         )
         if intrinsics.rms_px > 1.0:
             lines.append("warning: RMS above 1 px: retake views (sharp, board flat, varied tilts)")
-        out = (args.intrinsics_out or args.config.resolve().parent / "camera-intrinsics.json")
-        if not args.dry_run:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(to_jsonable(intrinsics), indent=2) + "\n", encoding="utf-8")
-            lines.append(f"intrinsics saved to {out} (the daemon does not undistort yet; kept for reference)")
+        lines += [f"warning: {w}" for w in intrinsics.warnings]
+        out = (args.intrinsics_out or args.config.resolve().parent / "camera-intrinsics.json").resolve()
+        artefacts.append(Artefact(out, (json.dumps(to_jsonable(intrinsics), indent=2) + "\n").encode("utf-8")))
+        lines.append(f"intrinsics: {out}" + (" (dry run: not saved)" if args.dry_run else
+                                              " (the daemon does not undistort yet; kept for reference)"))
     if preview.available:
         shown = image.copy()
         corners = scale.find_corners(image, pattern)
         if corners is not None:
             cv2.drawChessboardCorners(shown, pattern, corners.reshape(-1, 1, 2).astype("float32"), True)
         preview.show(shown, wait_ms=1500)
-    return {"scale": result, "intrinsics": intrinsics}, {"belt.px_per_mm": round(result.px_per_mm, 5)}, lines
+    return StepOutcome({"scale": result, "intrinsics": intrinsics}, {"belt.px_per_mm": round(result.px_per_mm, 5)},
+                       lines, artefacts)
 
 
 def _expand_images(paths: list[Path]) -> list[Path]:
@@ -206,9 +272,13 @@ def _expand_images(paths: list[Path]) -> list[Path]:
     return files
 
 
-def _step_belt(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updates, list[str]]:
+def _step_belt(args: argparse.Namespace, preview: Preview) -> StepOutcome:
     cfg = read_config(args.config)
+    updates: Updates = {}
+    extra_lines: list[str] = []
     if args.encoder is not None:
+        if args.rotate is not None or args.region is not None or args.full_frame or args.fps is not None:
+            raise CalibrationError("--region, --full-frame, --rotate and --fps go with a video or camera, not --encoder")
         if args.mm_per_count is None:
             raise CalibrationError("--encoder needs --mm-per-count")
         t, counts = belt.read_encoder_csv(args.encoder)
@@ -218,7 +288,14 @@ def _step_belt(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updates
         region = None if args.full_frame else (camera.parse_region(args.region) if args.region else cfg.belt.region)
         rotate = args.rotate if args.rotate is not None else cfg.belt.rotate
         source = args.video or args.source or cfg.camera.source
-        with FrameSource(source, folder_fps=cfg.camera.folder_fps) as src:
+        if args.fps is not None and args.fps <= 0:
+            raise CalibrationError(f"--fps must be positive, got {args.fps:g}")
+        with FrameSource(source, folder_fps=args.fps or cfg.camera.folder_fps) as src:
+            if src.kind == "images" and args.fps is None:
+                raise CalibrationError(
+                    f"{source} is an image folder: its timing is unknown, so pass --fps (the rate the images "
+                    f"were shot at); camera.folder_fps ({cfg.camera.folder_fps:g}) is only the daemon's playback pace"
+                )
             if src.kind == "camera":
                 fps = src.fps or 30.0
                 limit = args.max_frames or max(3, int(args.seconds * fps))
@@ -228,6 +305,18 @@ def _step_belt(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updates
             if preview.available:
                 frames = _previewed(frames, preview)
             result = belt.speed_from_frames(frames, region, rotate, px_per_mm)
+            timing = (f"timing: image folder at {args.fps:g} fps (--fps)" if src.kind == "images" else
+                      "timing: the video's timestamps" if src.kind == "video" else "timing: the clock at each read")
+        extra_lines.append(timing)
+        if args.max_frames is not None and result.frames is not None and result.frames < args.max_frames:
+            extra_lines.append(f"warning: --max-frames {args.max_frames}, but {source} delivered only "
+                               f"{result.frames} frames")
+        if args.region is not None and not args.full_frame:
+            updates["belt.region"] = list(region)  # type: ignore[arg-type]
+        if args.rotate is not None:
+            updates["belt.rotate"] = args.rotate
+        if args.full_frame:
+            extra_lines.append("note: measured on the full frame; belt.region is unchanged")
     lines = [
         f"belt speed {result.speed_mm_s:.2f} mm/s ({result.method}, {result.intervals} intervals over "
         f"{result.duration_s:.2f} s): std {result.std_mm_s:.2f}, min {result.min_mm_s:.2f}, max {result.max_mm_s:.2f} mm/s",
@@ -235,8 +324,9 @@ def _step_belt(args: argparse.Namespace, preview: Preview) -> tuple[Any, Updates
     if result.px_per_frame is not None:
         lines.append(f"mean shift {result.px_per_frame:.3f} px/frame, drift {result.drift_deg:.2f} deg, "
                      f"{result.rejected_intervals} frame pairs rejected")
-    lines += [f"warning: {w}" for w in result.warnings]
-    return result, {"belt.speed_mm_s": round(result.speed_mm_s, 3)}, lines
+    lines += [f"warning: {w}" for w in result.warnings] + extra_lines
+    updates["belt.speed_mm_s"] = round(result.speed_mm_s, 3)
+    return StepOutcome(result, updates, lines)
 
 
 def _previewed(frames: Any, preview: Preview) -> Any:
@@ -245,138 +335,44 @@ def _previewed(frames: Any, preview: Preview) -> Any:
         yield f
 
 
-def _step_gates(args: argparse.Namespace, _preview: Preview) -> tuple[Any, Updates, list[str]]:
-    cfg = read_config(args.config)
-    if args.jog is None and (args.angles or args.bin_names or args.rest is not None):
-        raise CalibrationError("--angles, --bin-names and --rest go with --jog GATE")
-    distances = gates.parse_gate_values(args.distance, "--distance")
-    leads = gates.parse_gate_values(args.lead_time, "--lead-time")
-    pulses = gates.parse_gate_values(args.pulse, "--pulse")
-    if args.fire is None and args.jog is None and not (distances or leads or pulses):
-        raise CalibrationError("nothing to do: pass --fire all|1,3, --jog GATE --angles DEG,... "
-                               "and/or --distance/--lead-time/--pulse GATE=VALUE")
-    for g, d in distances.items():
-        if d <= 0:
-            raise CalibrationError(f"--distance for gate {g} must be positive, got {d}")
-    for g, p in pulses.items():
-        if not 1 <= p <= 10_000:
-            raise CalibrationError(f"--pulse for gate {g} must be 1..10000 ms, got {p}")
-    updates: Updates = {}
-    for g, d in distances.items():
-        updates[f"gates.{g}.distance_mm"] = d
-    for g, v in leads.items():
-        if g not in cfg.gates and g not in distances:
-            raise CalibrationError(f"gate {g} is not in [gates]; give its --distance too")
-        updates[f"gates.{g}.lead_time_ms"] = v
-    for g, v in pulses.items():
-        if g not in cfg.gates and g not in distances:
-            raise CalibrationError(f"gate {g} is not in [gates]; give its --distance too")
-        updates[f"gates.{g}.pulse_ms"] = int(v)
-    lines: list[str] = []
-    result: gates.GateTestResult | None = None
-    if args.jog is not None:
-        if args.fire is not None:
-            raise CalibrationError("run --fire and --jog separately")
-        result = _jog(args, cfg, distances, updates, lines)
-    if args.fire is not None:
-        if args.fire.strip().lower() == "all":
-            to_fire = sorted(cfg.gates)
-        else:
-            try:
-                to_fire = [int(v) for v in args.fire.split(",") if v.strip()]
-            except ValueError:
-                raise CalibrationError(f"--fire takes 'all' or gate numbers such as 1,3, got {args.fire!r}") from None
-        if not to_fire or min(to_fire) < 1:
-            raise CalibrationError(f"--fire: gate numbers start at 1, got {args.fire!r}")
-        if args.repeat < 1:
-            raise CalibrationError("--repeat must be at least 1")
-        fires: list[gates.Command] = [
-            (g, args.pulse_ms or int(pulses.get(g, cfg.gates[g].pulse_ms if g in cfg.gates else 80)), None)
-            for g in to_fire
-        ]
-        result = gates.fire_gates(_serial_settings(args, cfg), fires, repeat=args.repeat, interval_s=args.interval_s,
-                                  connect_timeout_s=args.connect_timeout_s)
-        lines.append(f"controller on {result.port}: protocol {result.protocol_version}, {result.controller_gates} gates")
-        for o in result.outcomes:
-            if o.ok:
-                lines.append(f"gate {o.gate}: fired {o.duration_ms} ms, ACK after {o.ack_ms:.1f} ms "
-                             f"({o.attempts} attempt{'s' if o.attempts != 1 else ''})")
-            else:
-                lines.append(f"gate {o.gate}: FAILED ({o.error})")
-    return result, updates, lines
-
-
-def _serial_settings(args: argparse.Namespace, cfg: Settings) -> SerialSettings:
-    """The config's [serial] with --port/--baud applied."""
-    return cfg.serial.model_copy(update={k: v for k, v in {"port": args.port, "baud": args.baud}.items() if v is not None})
-
-
-def _jog(args: argparse.Namespace, cfg: Settings, distances: dict[int, float], updates: Updates,
-         lines: list[str]) -> gates.GateTestResult:
-    """--jog GATE --angles ...: move the servo through the angles; with --bin-names/--rest, save them."""
-    gate = args.jog
-    if args.angles is None:
-        raise CalibrationError("--jog needs --angles DEG[,DEG...] (e.g. --jog 4 --angles 30,90,150)")
-    angles = gates.parse_angles(args.angles)
-    if args.hold_s < 0:
-        raise CalibrationError("--hold-s must not be negative")
-    bins = [b.strip() for b in args.bin_names.split(",")] if args.bin_names else []
-    if bins and len(bins) != len(angles):
-        raise CalibrationError(f"--bin-names names {len(bins)} bins for {len(angles)} --angles: give one per angle")
-    known = cfg.gates.get(gate)
-    rest = args.rest if args.rest is not None else (known.rest_angle if known is not None else None)
-    save = bool(bins) or args.rest is not None
-    if save:
-        if known is None and gate not in distances:
-            raise CalibrationError(f"gate {gate} is not in [gates]; give its --distance too")
-        if rest is None:
-            raise CalibrationError(f"gate {gate} has no rest_angle yet: give --rest DEG (where items pass by)")
-    result = gates.jog_servo(_serial_settings(args, cfg), gate, angles, rest=rest, hold_s=args.hold_s,
-                             connect_timeout_s=args.connect_timeout_s)
-    lines.append(f"controller on {result.port}: protocol {result.protocol_version}, {result.controller_gates} gates")
-    for o in result.outcomes:
-        lines.append(f"gate {o.gate}: at {o.angle} deg" if o.ok else f"gate {o.gate}: {o.angle} deg FAILED ({o.error})")
-    if any(o.error == "ack_timeout" for o in result.outcomes):
-        lines.append("note: no answer to SERVO: a controller without the servo extension ignores it (flash "
-                     "firmware/gate_controller)")
-    if not save:
-        return result
-    if not result.all_ok:
-        lines.append(f"gate {gate}: angles not saved (a move failed)")
-        return result
-    updates[f"gates.{gate}.kind"] = "servo"
-    updates[f"gates.{gate}.rest_angle"] = rest
-    for name, angle in zip(bins, angles):
-        updates[f"gates.{gate}.bin_angles.{name}"] = angle
-    return result
-
-
-STEPS = {"camera": _step_camera, "scale": _step_scale, "belt": _step_belt, "gates": _step_gates}
+STEPS = {"camera": _step_camera, "snapshot": _step_snapshot, "scale": _step_scale, "belt": _step_belt,
+         "gates": step_gates}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    with quiet_libraries():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Measure, write (all or nothing), print, save the report; the exit code."""
     preview = Preview(args.preview)
     try:
-        result, updates, lines = STEPS[args.step](args, preview)
-        write = apply_updates(args.config, updates, dry_run=args.dry_run) if updates else None
+        out = STEPS[args.step](args, preview)
+        write = (apply_updates(args.config, out.updates, dry_run=args.dry_run, artefacts=out.artefacts)
+                 if out.updates or out.artefacts else None)
     except CalibrationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         preview.close()
-    for line in lines:
+    for line in out.lines:
         print(line)
     if write is not None:
         print(describe(write))
-    report = save_report(args.report or default_report_path(args.config, args.step), args.step, result,
-                         write.changes if write is not None else [])
-    if report is not None:
-        print(f"report: {report}")
+    changes = write.changes if write is not None else []
+    if out.report and args.dry_run and args.report is None:
+        print("dry run: no report saved (pass --report PATH for one marked dry_run)")
+    elif out.report:
+        report = save_report(args.report or default_report_path(args.config, args.step), args.step, out.result,
+                             changes, dry_run=args.dry_run)
+        if report is not None:
+            print(f"report: {report}" + (" (marked dry_run)" if args.dry_run else ""))
     if args.json:
-        print(json.dumps({"step": args.step, "result": to_jsonable(result),
-                          "changes": [str(c) for c in (write.changes if write else [])]}))
-    failed = isinstance(result, gates.GateTestResult) and not result.all_ok
+        print(json.dumps({"step": args.step, "dry_run": args.dry_run, "result": to_jsonable(out.result),
+                          "changes": [str(c) for c in changes]}))
+    failed = isinstance(out.result, gates.GateTestResult) and not out.result.all_ok
     return 1 if failed else 0
 
 

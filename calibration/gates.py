@@ -15,7 +15,13 @@ from pathlib import Path
 from calibration.errors import CalibrationError
 from daemon.actuation import ActuationRequest, ActuationResult
 from daemon.actuator import SerialActuator
-from daemon.settings import SerialSettings
+from daemon.serial_protocol import SERVO_MAX_DEG
+from daemon.settings import GateSettings, SerialSettings
+
+MAX_GATE = 255  # the protocol's gate field
+_PULSE = GateSettings.model_fields["pulse_ms"].metadata  # ge=1, le=10_000: the daemon's own bounds
+PULSE_MIN_MS = next(m.ge for m in _PULSE if getattr(m, "ge", None) is not None)
+PULSE_MAX_MS = next(m.le for m in _PULSE if getattr(m, "le", None) is not None)
 
 Command = tuple[int, int, int | None]  # gate, duration_ms (servo: hold_ms, 0 = stay), servo angle or None
 
@@ -54,8 +60,8 @@ def parse_gate_values(items: list[str], what: str) -> dict[int, float]:
             gate, value = int(gate_s), float(value_s)
         except ValueError:
             raise CalibrationError(f"{what} must be GATE=VALUE (e.g. 2=1050), got {item!r}") from None
-        if not sep or gate < 1:
-            raise CalibrationError(f"{what} must be GATE=VALUE with GATE >= 1, got {item!r}")
+        if not sep or not 1 <= gate <= MAX_GATE:
+            raise CalibrationError(f"{what} must be GATE=VALUE with GATE 1..{MAX_GATE}, got {item!r}")
         if value < 0:
             raise CalibrationError(f"{what} for gate {gate} must not be negative, got {value}")
         out[gate] = value
@@ -63,14 +69,30 @@ def parse_gate_values(items: list[str], what: str) -> dict[int, float]:
 
 
 def parse_angles(text: str) -> list[int]:
-    """``"30,90,150"`` -> [30, 90, 150]; range checks are the controller's (it NAKs bad_angle)."""
+    """``"30,90,150"`` -> [30, 90, 150], each within the servo range the config and the controller accept."""
     try:
         angles = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise CalibrationError(f"--angles takes whole degrees such as 45 or 30,90,150, got {text!r}") from None
-    if not angles or min(angles) < 0:
-        raise CalibrationError(f"--angles takes whole degrees from 0 up, got {text!r}")
+    if not angles:
+        raise CalibrationError(f"--angles takes whole degrees such as 45 or 30,90,150, got {text!r}")
+    for a in angles:
+        check_angle(a, "--angles")
     return angles
+
+
+def check_angle(angle: int, what: str) -> int:
+    """Refuse an angle outside 0..SERVO_MAX_DEG (the config model's and the controller's range)."""
+    if not 0 <= angle <= SERVO_MAX_DEG:
+        raise CalibrationError(f"{what} {angle} deg is outside the servo range 0..{SERVO_MAX_DEG} deg")
+    return angle
+
+
+def check_pulse(ms: float, what: str) -> int:
+    """Refuse a pulse the config model (gates.N.pulse_ms) and the controller (FIRE duration) would reject."""
+    if ms != int(ms) or not PULSE_MIN_MS <= ms <= PULSE_MAX_MS:
+        raise CalibrationError(f"{what} must be whole milliseconds {PULSE_MIN_MS}..{PULSE_MAX_MS}, got {ms:g}")
+    return int(ms)
 
 
 def jog_servo(
@@ -93,17 +115,19 @@ def fire_gates(
     interval_s: float = 0.5,
     connect_timeout_s: float = 3.0,
     servo_rest: dict[int, int] | None = None,
+    gates_needed: int = 1,
 ) -> GateTestResult:
     """Open the port with the daemon's actuator and send each (gate, duration_ms, angle), waiting for every ACK.
 
-    With an angle the command is the servo move (SERVO) the daemon sends for a servo gate's bin.
+    With an angle the command is the servo move (SERVO) the daemon sends for a servo gate's bin. With no
+    commands it only shakes hands: the result then says which protocol and how many gates the controller has.
     """
     port_path = Path(serial.port)
     if serial.port.startswith("/") and not port_path.exists():
         raise CalibrationError(
             f"serial port {serial.port} does not exist: is the controller plugged in? (ls /dev/serial/by-id/)"
         )
-    needed = max(c[0] for c in fires)
+    needed = max([gates_needed, *(c[0] for c in fires)])
     link_messages: list[str] = []
     results: dict[int, ActuationResult] = {}
     done = threading.Condition()

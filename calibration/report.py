@@ -1,4 +1,8 @@
-"""Print a calibration result and save it as JSON next to the config, so the site keeps a record."""
+"""Print a calibration result and save it as JSON next to the config, so the site keeps a record.
+
+Every report gets its own file: names carry microseconds and are created exclusively, so a
+later run can never replace the record of an earlier one.
+"""
 
 from __future__ import annotations
 
@@ -26,22 +30,36 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def default_report_path(config: Path, step: str, now: datetime | None = None) -> Path:
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    """``<config dir>/calibration-reports/<step>-<UTC time to the microsecond>.json``."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%S.%fZ")
     return config.resolve().parent / "calibration-reports" / f"{step}-{stamp}.json"
 
 
-def save_report(path: Path, step: str, result: Any, config_changes: list[Any]) -> Path | None:
+def _create_new(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` or, when it exists, to ``<stem>-1<suffix>``, ``-2``, ...; never overwrite."""
+    candidate, n = path, 0
+    while True:
+        try:
+            with candidate.open("x", encoding="utf-8") as f:
+                f.write(text)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
+def save_report(path: Path, step: str, result: Any, config_changes: list[Any], *, dry_run: bool = False) -> Path | None:
     """Write the JSON report; a read-only location only costs a warning (the config matters more)."""
     payload = {
         "step": step,
-        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time_utc": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        "dry_run": dry_run,  # True: config_changes were NOT written
         "result": to_jsonable(result),
         "config_changes": [{"key": c.key, "old": c.old, "new": c.new} for c in config_changes],
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        return _create_new(path, json.dumps(payload, indent=2) + "\n")
     except OSError as e:
-        print(f"warning: cannot save the report to {path}: {e}", file=sys.stderr)
+        print(f"warning: cannot save the report to {path}: {e.strerror or e}", file=sys.stderr)
         return None
-    return path

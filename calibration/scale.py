@@ -10,7 +10,7 @@ lens intrinsics (calibrateCamera) and their RMS reprojection error.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -20,6 +20,10 @@ from calibration.errors import CalibrationError
 
 Pattern = tuple[int, int]  # inner corners: columns, rows
 _FIND_FLAGS = cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE
+GRID_POINTS = 5  # the scale is sampled on GRID_POINTS x GRID_POINTS points over the belt region
+MAX_FOCAL_REL_STD = 0.05  # focal length known to worse than 5%: the views do not pin it down
+MAX_DIST_STD = 0.5  # a distortion coefficient this uncertain (absolute) is noise, whatever its value
+_DIST_NAMES = ("k1", "k2", "p1", "p2", "k3")
 _SUBPIX_CRITERIA = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 0.001)
 
 
@@ -81,8 +85,9 @@ class ScaleResult:
     reprojection_rms_px: float  # board corners vs the fitted homography
     homography_mm_to_px: list[list[float]]
     scale_along_region: list[float]  # px_per_mm at the region's upstream edge, centre, downstream edge
-    variation_pct: float  # (max - min) / mean of scale_along_region
+    variation_pct: float  # (max - min) / mean of scale_grid: along and across the belt
     warnings: list[str]
+    scale_grid: list[tuple[float, float, float]] = field(default_factory=list)  # (x, y, px_per_mm) over the region
 
 
 def measure_scale(
@@ -117,14 +122,20 @@ def measure_scale(
         else:
             samples = [np.array([cx, y]), np.array([cx, cy]), np.array([cx, y + hh])]
         along_region = [local_px_per_mm(h, p, axis) for p in samples]
+        grid = [(float(gx), float(gy), local_px_per_mm(h, np.array([gx, gy]), axis))
+                for gy in np.linspace(y, y + hh, GRID_POINTS) for gx in np.linspace(x, x + w, GRID_POINTS)]
         if not (x <= centre[0] <= x + w and y <= centre[1] <= y + hh):
             warnings.append(f"the board centre ({centre[0]:.0f}, {centre[1]:.0f}) is outside belt.region {region}")
     else:
         along_region = [along]
-    variation = (max(along_region) - min(along_region)) / float(np.mean(along_region)) * 100
+        grid = [(float(centre[0]), float(centre[1]), along)]
+    values = [g[2] for g in grid]
+    variation = (max(values) - min(values)) / float(np.mean(values)) * 100
     if variation > 2.0:
+        lo, hi = min(grid, key=lambda g: g[2]), max(grid, key=lambda g: g[2])
         warnings.append(
-            f"the scale varies by {variation:.1f}% along the belt region: the camera looks at an angle; "
+            f"the scale varies by {variation:.1f}% over the belt region ({hi[2]:.3f} px/mm at ({hi[0]:.0f}, "
+            f"{hi[1]:.0f}), {lo[2]:.3f} at ({lo[0]:.0f}, {lo[1]:.0f})): the camera looks at an angle; "
             "mount it square to the belt or expect position errors up to that share"
         )
     if rms > 1.0:
@@ -138,6 +149,7 @@ def measure_scale(
         scale_along_region=along_region,
         variation_pct=variation,
         warnings=warnings,
+        scale_grid=grid,
     )
 
 
@@ -152,6 +164,8 @@ class IntrinsicsResult:
     rms_px: float  # RMS reprojection error over all corners of all views
     camera_matrix: list[list[float]]
     dist_coeffs: list[float]
+    std_intrinsics: list[float] = field(default_factory=list)  # fx, fy, cx, cy, k1, k2, p1, p2, k3 (1 sigma)
+    warnings: list[str] = field(default_factory=list)  # poorly determined values: not to be trusted
 
 
 def calibrate_intrinsics(images: Sequence[np.ndarray], pattern: Pattern, square_mm: float) -> IntrinsicsResult:
@@ -178,7 +192,8 @@ def calibrate_intrinsics(images: Sequence[np.ndarray], pattern: Pattern, square_
             f"lens intrinsics need the board found in at least 3 views, found in {len(object_points)} "
             f"of {len(images)}"
         )
-    rms, k, dist, _, _ = cv2.calibrateCamera(object_points, image_points, size, None, None)
+    rms, k, dist, _, _, std, _, _ = cv2.calibrateCameraExtended(object_points, image_points, size, None, None)
+    std_list = [float(v) for v in std.ravel()[: 4 + len(dist.ravel())]]
     return IntrinsicsResult(
         image_width=size[0],
         image_height=size[1],
@@ -187,4 +202,22 @@ def calibrate_intrinsics(images: Sequence[np.ndarray], pattern: Pattern, square_
         rms_px=float(rms),
         camera_matrix=k.tolist(),
         dist_coeffs=[float(v) for v in dist.ravel()],
+        std_intrinsics=std_list,
+        warnings=conditioning_warnings(k, dist.ravel(), std_list),
     )
+
+
+def conditioning_warnings(k: np.ndarray, dist: np.ndarray, std: list[float]) -> list[str]:
+    """Say which fitted values the views do not determine (OpenCV's 1-sigma uncertainties): a low RMS alone
+    does not mean the values are right (flat views leave the focal length free, few views the distortion)."""
+    out: list[str] = []
+    for name, value, sigma in (("fx", k[0][0], std[0]), ("fy", k[1][1], std[1])):
+        if sigma > MAX_FOCAL_REL_STD * abs(value):
+            out.append(f"poorly conditioned fit: {name} = {value:.0f} +/- {sigma:.0f} px: tilt the board more "
+                       "(30-45 deg) in the views, in different directions")
+            break
+    shaky = [f"{n} = {v:.3g} +/- {s:.2g}" for n, v, s in zip(_DIST_NAMES, dist, std[4:]) if s > MAX_DIST_STD]
+    if shaky:
+        out.append("poorly conditioned fit: distortion " + ", ".join(shaky) + " is not determined by these views: "
+                   "do not use these values; add views with the board near the image corners and edges")
+    return out

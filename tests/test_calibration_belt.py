@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from calibration.belt import speed_from_encoder
+from calibration.belt import speed_from_encoder, speed_from_frames
 from calibration.cli import main
 from calibration.errors import CalibrationError
+from calibration.sources import FrameSource, TimedFrame
 from daemon.settings import load_settings
 from test_calibration_config import REPO, make_config
 
@@ -123,3 +124,87 @@ def test_reachable_through_wastesort_calibrate(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "would update" in proc.stdout and "belt.speed_mm_s" in proc.stdout
     assert load_settings(cfg).belt.speed_mm_s == 300.0  # dry run
+
+
+@pytest.fixture(scope="module")
+def wide_belt_frames(tmp_path_factory: pytest.TempPathFactory) -> list[TimedFrame]:
+    """A 660x260 MJPG video of a belt moving 6.37 px/frame at 25 fps, written and decoded by OpenCV."""
+    path = tmp_path_factory.mktemp("wide") / "wide.avi"
+    rng = np.random.default_rng(4)
+    fw, fh, n, v = 660, 260, 24, 6.37
+    span = int(v * n) + fw + 8
+    texture = cv2.normalize(cv2.GaussianBlur(rng.integers(0, 256, (fh, span), dtype=np.uint8), (0, 0), 2.0),
+                            None, 20, 235, cv2.NORM_MINMAX)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (fw, fh))
+    for i in range(n):
+        m = np.array([[1.0, 0.0, span - fw - 4 - v * i], [0.0, 1.0, 0.0]])
+        frame = cv2.warpAffine(texture, m, (fw, fh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    with FrameSource(str(path)) as src:
+        return list(src.frames())
+
+
+@pytest.mark.parametrize("size", [(625, 75), (620, 100), (640, 217), (640, 221), (640, 225), (631, 99),
+                                  (300, 121), (281, 120), (600, 240), (161, 75)])
+def test_region_size_does_not_bias_the_speed(wide_belt_frames: list[TimedFrame], size: tuple[int, int]) -> None:
+    """phaseCorrelate is biased by half a pixel on odd DFT sizes (625, 225, 75 ...): every size must read true."""
+    w, h = size
+    result = speed_from_frames(wide_belt_frames, (8, 8, w, h), 0, 1.0)
+    truth = 6.37 * FPS
+    assert abs(result.speed_mm_s - truth) / truth < (0.005 if w >= 250 else 0.01)  # short regions re-key often
+    assert result.drift_deg is not None and abs(result.drift_deg) < 0.2
+
+
+def test_belt_moving_across_the_region_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A belt running down the image with belt.rotate = 0: refused, and told to set --rotate."""
+    video = render_belt_video(tmp_path / "down.avi", 5.0, frames=20, vertical=True)
+    cfg = make_config(tmp_path, {"belt.region": (100, 0, 120, 240)})
+    before = cfg.read_bytes()
+    assert main(["belt", "--config", str(cfg), "--video", str(video)]) == 2
+    err = capsys.readouterr().err
+    assert "across the region" in err and "--rotate 90 or 270" in err
+    assert cfg.read_bytes() == before and sorted(p.name for p in cfg.parent.iterdir()) == ["wastesort.toml"]
+
+
+def test_erratic_speed_is_refused() -> None:
+    t = np.arange(0, 2.01, 0.1)
+    counts = np.cumsum(np.where(np.arange(len(t)) % 2, 2000, 10))  # alternately crawling and racing
+    with pytest.raises(CalibrationError, match="no steady belt motion"):
+        speed_from_encoder(t, counts, 0.15)
+
+
+def test_rotate_and_region_used_are_saved(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = render_belt_video(tmp_path / "down.avi", 5.0, frames=20, vertical=True)
+    cfg = make_config(tmp_path, {"belt.region": REGION})
+    assert main(["belt", "--config", str(cfg), "--video", str(video), "--rotate", "270",
+                 "--region", "100,0,120,240"]) == 0
+    s = load_settings(cfg)
+    assert s.belt.rotate == 270 and s.belt.region == (100, 0, 120, 240)
+    assert abs(s.belt.speed_mm_s - 125.0) / 125.0 < 0.02
+    out = capsys.readouterr().out
+    assert "belt.rotate: 0 -> 270" in out and "belt.region:" in out
+
+
+def test_image_folder_needs_its_frame_rate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Frames shot at 15 fps: without --fps refused (camera.folder_fps is a playback pace); with it, true speed."""
+    video = render_belt_video(tmp_path / "belt.avi", 6.0, frames=12)
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    with FrameSource(str(video)) as src:
+        for f in src.frames():
+            cv2.imwrite(str(folder / f"{f.index:03d}.png"), f.image)
+    cfg = make_config(tmp_path, {"belt.region": REGION, "belt.px_per_mm": 2.0})
+    before = cfg.read_bytes()
+    assert main(["belt", "--config", str(cfg), "--video", str(folder)]) == 2
+    assert "pass --fps" in capsys.readouterr().err and cfg.read_bytes() == before
+    assert main(["belt", "--config", str(cfg), "--video", str(folder), "--fps", "15"]) == 0
+    assert abs(load_settings(cfg).belt.speed_mm_s - 45.0) / 45.0 < 0.02  # 6 px/frame * 15 fps / 2 px/mm
+    assert "timing: image folder at 15 fps" in capsys.readouterr().out
+
+
+def test_max_frames_beyond_the_video_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = render_belt_video(tmp_path / "belt.avi", 6.0, frames=12)
+    cfg = make_config(tmp_path, {"belt.region": REGION, "belt.px_per_mm": 2.0})
+    assert main(["belt", "--config", str(cfg), "--video", str(video), "--max-frames", "100", "--dry-run"]) == 0
+    assert "--max-frames 100, but" in capsys.readouterr().out

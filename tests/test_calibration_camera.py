@@ -281,3 +281,150 @@ def test_dry_run_writes_neither_config_nor_background(tmp_path: Path, capsys: py
     assert cfg.read_text() == before and not (cfg.parent / "empty-belt.png").exists()
     out = capsys.readouterr().out
     assert "would update" in out and "detect.background_image" in out
+
+
+def test_refused_run_keeps_the_live_background_and_a_new_one_backs_it_up(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Config and image change together: a refusal (gate 1 inside the new region) writes neither."""
+    write_frames(tmp_path / "frames", n=5)
+    cfg = make_config(tmp_path, {"belt.px_per_mm": 0.3, "belt.region": (20, 60, 200, 120)})  # 667 mm < gate 1
+    frames = str(tmp_path / "frames")
+    assert main(["camera", "--config", str(cfg), "--source", frames, "--region", "20,60,200,120"]) == 0
+    bg = cfg.parent / "empty-belt.png"
+    live = bg.read_bytes()
+    config_before = cfg.read_bytes()
+    # 280 px / 0.3 px/mm = 933 mm: gate 1 at 900 mm would be inside the region.
+    assert main(["camera", "--config", str(cfg), "--source", frames, "--region", "20,60,280,120"]) == 2
+    assert "gates.1.distance_mm" in capsys.readouterr().err
+    assert bg.read_bytes() == live and cfg.read_bytes() == config_before
+    assert not list(cfg.parent.glob("empty-belt.png.bak-*")) and not list(cfg.parent.glob(".*.tmp"))
+    # An accepted new background keeps the previous one as a backup.
+    assert main(["camera", "--config", str(cfg), "--source", frames, "--region", "30,60,200,120"]) == 0
+    backups = list(cfg.parent.glob("empty-belt.png.bak-*"))
+    assert len(backups) == 1 and backups[0].read_bytes() == live
+    assert "previous: " in capsys.readouterr().out
+
+
+def test_unwritable_background_folder_changes_neither_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_calibration_config import immutable
+
+    write_frames(tmp_path / "frames", n=3)
+    cfg = make_config(tmp_path)
+    before = cfg.read_bytes()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with immutable(locked):
+        argv = ["camera", "--config", str(cfg), "--source", str(tmp_path / "frames"), "--region", "20,60,280,120",
+                "--background", str(locked / "bg.png")]
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "bg.png" in err and "Traceback" not in err
+    assert cfg.read_bytes() == before and sorted(p.name for p in cfg.parent.iterdir()) == ["wastesort.toml"]
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (frames[0].shape[1], frames[0].shape[0]))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("level, what", [(0, "black"), (255, "white"), (128, "flat colour")])
+def test_nonsense_background_is_refused(tmp_path: Path, level: int, what: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    video = write_video(tmp_path / "cap.avi", [np.full((H, W, 3), level, np.uint8)] * 5)
+    cfg = make_config(tmp_path)
+    before = cfg.read_bytes()
+    assert main(["camera", "--config", str(cfg), "--source", str(video), "--region", "20,60,280,120"]) == 2
+    err = capsys.readouterr().err
+    assert what in err and "lens cap" in err
+    assert cfg.read_bytes() == before and sorted(p.name for p in cfg.parent.iterdir()) == ["wastesort.toml"]
+
+
+def test_frames_beyond_the_video_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = write_video(tmp_path / "short.avi", [with_item(scene(), 20 + 30 * i) for i in range(6)])
+    cfg = make_config(tmp_path)
+    assert main(["camera", "--config", str(cfg), "--source", str(video), "--region", "0,60,320,120",
+                 "--frames", "100", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: asked for 100 frames" in out and "delivered only 6" in out
+
+
+def test_region_defaults_to_the_configured_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_frames(tmp_path / "frames", n=3)
+    cfg = make_config(tmp_path, {"belt.region": (10, 50, 300, 140)})
+    assert main(["camera", "--config", str(cfg), "--source", str(tmp_path / "frames")]) == 0
+    assert "(belt.region from the config)" in capsys.readouterr().out
+    assert cv2.imread(str(load_settings(cfg).detect.background_image)).shape[:2] == (140, 300)
+
+
+def test_snapshot_draws_grid_region_and_gates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Over SSH: a PNG with the grid, the configured region (green) and gate lines (red) where the config puts them."""
+    write_frames(tmp_path / "frames", n=1)
+    cfg = make_config(tmp_path, {"belt.region": (20, 60, 100, 120), "belt.px_per_mm": 0.1,
+                                 "gates.1.distance_mm": 1500.0, "gates.2.distance_mm": 2000.0,
+                                 "gates.3.distance_mm": 2500.0, "gates.4.distance_mm": 9000.0})
+    before = cfg.read_bytes()
+    out = tmp_path / "snap.png"
+    assert main(["snapshot", "--config", str(cfg), "--source", str(tmp_path / "frames"), "--out", str(out)]) == 0
+    img = cv2.imread(str(out))
+    assert img.shape == (H, W, 3)
+    green = (img[:, :, 1] > 200) & (img[:, :, 0] < 60) & (img[:, :, 2] < 60)
+    red = (img[:, :, 2] > 200) & (img[:, :, 0] < 60) & (img[:, :, 1] < 60)
+    assert green[60, 20:120].mean() > 0.9 and green[60:180, 20].mean() > 0.9  # region outline
+    for x in (20 + 150, 20 + 200, 20 + 250):  # gates 1-3 at distance * px_per_mm from the upstream edge
+        assert red[70:170, x - 1 : x + 2].any(axis=1).mean() > 0.9
+    grid = np.all(img == (90, 90, 90), axis=2)
+    assert grid[:, 200].mean() > 0.3 and grid[200, :].mean() > 0.3  # grid lines every 50 px
+    text = capsys.readouterr().out
+    assert str(out) in text and "scp" in text
+    assert cfg.read_bytes() == before and not (cfg.parent / "calibration-reports").exists()
+
+
+def test_camera_rotate_is_used_and_saved(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--rotate sets belt.rotate (no other way to set it) and the background is cropped with it."""
+    write_frames(tmp_path / "frames", n=3)
+    cfg = make_config(tmp_path, {"gates.1.distance_mm": 2000.0, "gates.2.distance_mm": 2100.0,
+                                 "gates.3.distance_mm": 2200.0, "gates.4.distance_mm": 2300.0})
+    argv = ["camera", "--config", str(cfg), "--source", str(tmp_path / "frames"), "--region", "20,60,280,120",
+            "--rotate", "270"]
+    assert main(argv) == 0
+    s = load_settings(cfg)
+    assert s.belt.rotate == 270 and cv2.imread(str(s.detect.background_image)).shape[:2] == (280, 120)
+    assert "belt.rotate: 0 -> 270" in capsys.readouterr().out
+
+
+def test_unwritable_config_puts_the_new_background_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The image is replaced before the config; when the config then cannot be replaced, the old image returns."""
+    from test_calibration_config import immutable
+
+    write_frames(tmp_path / "frames", n=3)
+    cfg = make_config(tmp_path)
+    frames = str(tmp_path / "frames")
+    assert main(["camera", "--config", str(cfg), "--source", frames, "--region", "20,60,200,120"]) == 0
+    for b in cfg.parent.glob("*.bak-*"):
+        b.unlink()
+    bg = cfg.parent / "empty-belt.png"
+    live, config_before = bg.read_bytes(), cfg.read_bytes()
+    with immutable(cfg):
+        assert main(["camera", "--config", str(cfg), "--source", frames, "--region", "20,60,280,120"]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert bg.read_bytes() == live and cfg.read_bytes() == config_before
+    assert sorted(p.name for p in cfg.parent.iterdir()) == ["calibration-reports", "empty-belt.png", "wastesort.toml"]
+
+
+@pytest.mark.parametrize("rotate", [0, 90, 180, 270])
+def test_snapshot_gate_lines_follow_belt_rotate(rotate: int) -> None:
+    """A line drawn d px downstream in the image is column d of the crop the daemon sees (crop, then rotate)."""
+    from calibration.camera import crop_region
+    from calibration.snapshot import gate_line
+
+    region = (30, 20, 200, 160)
+    for d in (0, 37, 120):
+        img = np.zeros((H, W), np.uint8)
+        p, q = gate_line(region, rotate, d)
+        cv2.line(img, p, q, 255, 1)
+        crop = crop_region(img, region, rotate)
+        assert crop[:, d].min() == 255 and crop.sum() == 255 * crop.shape[0]

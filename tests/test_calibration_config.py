@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from calibration.cli import main
 from calibration.config_writer import apply_updates, describe
 from calibration.errors import CalibrationError
 from daemon.cli import cmd_check_config
@@ -122,3 +127,92 @@ def test_new_gate_table_is_created(tmp_path: Path) -> None:
     apply_updates(cfg, {"gates.5.distance_mm": 1700.0, "gates.5.lead_time_ms": 12.0})
     s = load_settings(cfg)
     assert s.gates[5].distance_mm == 1700.0 and s.gates[5].lead_time_ms == 12.0
+
+
+@contextmanager
+def immutable(*paths: Path) -> Iterator[None]:
+    """Make real files/folders unwritable even for root (chattr +i); skip when the filesystem or user cannot."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed: cannot make a file unwritable for root")
+    done: list[Path] = []
+    try:
+        for p in paths:
+            proc = subprocess.run(["chattr", "+i", str(p)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                pytest.skip(f"chattr +i not possible here ({proc.stderr.strip()}): needs CAP_LINUX_IMMUTABLE and ext4/xfs")
+            done.append(p)
+        yield
+    finally:
+        for p in done:
+            subprocess.run(["chattr", "-i", str(p)], check=True)
+
+
+def test_immutable_config_is_a_one_line_refusal_leaving_nothing(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The path of a forgotten sudo: the config cannot be replaced. Exit 2, one line, no stray .bak or temp file."""
+    cfg = make_config(tmp_path)
+    before = cfg.read_bytes()
+    with immutable(cfg):
+        with pytest.raises(CalibrationError) as err:
+            apply_updates(cfg, {"belt.speed_mm_s": 250.0})
+        message = str(err.value)
+        assert "\n" not in message and str(cfg) in message and "sudo" in message
+        assert cfg.read_bytes() == before
+        assert sorted(p.name for p in cfg.parent.iterdir()) == ["wastesort.toml"]
+        code = main(["gates", "--config", str(cfg), "--distance", "1=950"])
+        assert code == 2
+        err_out = capsys.readouterr().err
+        assert err_out.count("\n") == 1 and "cannot write" in err_out and "Traceback" not in err_out
+        assert sorted(p.name for p in cfg.parent.iterdir()) == ["wastesort.toml"]
+
+
+def test_unwritable_config_folder_refuses_but_dry_run_works(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder nobody may create files in: a real write is refused, a dry run needs no write access at all."""
+    cfg = make_config(tmp_path)
+    with immutable(cfg.parent):
+        result = apply_updates(cfg, {"belt.speed_mm_s": 250.0}, dry_run=True)
+        assert [str(c) for c in result.changes] == ["belt.speed_mm_s: 300.0 -> 250.0"]
+        assert main(["gates", "--config", str(cfg), "--distance", "1=950", "--dry-run"]) == 0
+        assert "would update" in capsys.readouterr().out
+        with pytest.raises(CalibrationError, match=r"cannot write .*wastesort.toml: permission denied"):
+            apply_updates(cfg, {"belt.speed_mm_s": 250.0})
+        assert sorted(p.name for p in cfg.parent.iterdir()) == ["wastesort.toml"]
+    assert load_settings(cfg).belt.speed_mm_s == 300.0
+
+
+def test_symlinked_config_is_updated_through_the_link(tmp_path: Path) -> None:
+    real = make_config(tmp_path)
+    link = tmp_path / "link.toml"
+    link.symlink_to(real)
+    result = apply_updates(link, {"belt.speed_mm_s": 250.0})
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert load_settings(real).belt.speed_mm_s == 250.0
+    assert result.backup is not None and result.backup.parent == real.parent
+    assert read_toml(result.backup)["belt"]["speed_mm_s"] == 300.0
+
+
+def test_whole_numbers_stay_whole_and_new_tables_keep_a_blank_line(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    apply_updates(cfg, {"gates.1.distance_mm": 905.0, "gates.5.distance_mm": 1700.0, "belt.speed_mm_s": 250.0})
+    text = cfg.read_text()
+    assert "distance_mm = 905\n" in text and "905.0" not in text
+    assert "speed_mm_s = 250.0" in text  # a float stays a float
+    assert "distance_mm = 1700.0\n" in text  # a new key keeps the value's own type
+    # The new table is followed by a blank line before the next table header.
+    after = text.split("[gates.5]\n", 1)[1]
+    body, _, rest = after.partition("\n\n")
+    assert "[" not in body and rest.lstrip().startswith("[")
+
+
+def test_failed_commit_removes_the_folders_it_made(tmp_path: Path) -> None:
+    """An artefact in a new folder, then a config that cannot be replaced: the new folder goes again."""
+    from calibration.commit import Artefact
+
+    cfg = make_config(tmp_path)
+    new_dir = tmp_path / "new" / "deeper"
+    with immutable(cfg):
+        with pytest.raises(CalibrationError, match="cannot write"):
+            apply_updates(cfg, {"belt.speed_mm_s": 250.0}, artefacts=[Artefact(new_dir / "bg.png", b"png")])
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in cfg.parent.iterdir()) == ["wastesort.toml"]

@@ -160,15 +160,14 @@ def test_jog_to_bad_angle_or_solenoid_gate_is_refused(tmp_path: Path, servo_cont
     cfg = make_config(tmp_path)
     before = cfg.read_text()
     base = ["gates", "--config", str(cfg), "--port", str(servo_controller.link), "--hold-s", "0"]
-    assert main(base + ["--jog", "4", "--angles", "30,190", "--bin-names", "trash,reject", "--rest", "0"]) == 1
-    out = capsys.readouterr().out
-    assert "gate 4: 190 deg FAILED (nak:bad_angle)" in out and "angles not saved" in out
+    assert main(base + ["--jog", "4", "--angles", "30,190", "--bin-names", "trash,reject", "--rest", "0"]) == 2
+    assert "--angles 190 deg is outside the servo range 0..180 deg" in capsys.readouterr().err  # checked locally
     assert main(base + ["--jog", "2", "--angles", "30", "--bin-names", "glass", "--rest", "0"]) == 2
     assert "controller refused servo gate 2 at 0 deg: not_servo" in capsys.readouterr().err
     assert main(base + ["--jog", "2", "--angles", "30"]) == 1  # no rest: the move itself is refused
     assert "FAILED (nak:not_servo)" in capsys.readouterr().out
     assert cfg.read_text() == before
-    assert [(m.gate, m.angle_deg) for m in servo_controller.moves] == [(4, 0), (4, 30), (4, 0)]
+    assert servo_controller.moves == []  # nothing reached the controller
 
 
 def test_jog_against_firmware_without_the_extension_explains(tmp_path: Path, controller: SimController,
@@ -205,3 +204,62 @@ def test_nonsense_values_are_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert "must be positive" in err and "daemon's validation" in err and "not in [gates]" in err
     assert cfg.read_text() == before
+
+
+def test_arguments_are_checked_locally_with_the_daemons_bounds(tmp_path: Path, controller: SimController,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad --pulse-ms, angles and --rest are refused before anything is sent (no silent default, no wiring checklist)."""
+    cfg = make_config(tmp_path)
+    before = cfg.read_bytes()
+    base = ["gates", "--config", str(cfg), "--port", str(controller.link), "--interval-s", "0"]
+    for pulse in ("0", "-5", "99999"):
+        assert main(base + ["--fire", "1", "--pulse-ms", pulse]) == 2
+        assert "--pulse-ms must be whole milliseconds 1..10000" in capsys.readouterr().err
+    assert main(base + ["--pulse", "2=150.5"]) == 2
+    assert "whole milliseconds" in capsys.readouterr().err
+    assert main(base + ["--jog", "4", "--angles", "30", "--rest", "200", "--bin-names", "reject"]) == 2
+    err = capsys.readouterr().err
+    assert "--rest 200 deg is outside the servo range 0..180 deg" in err and "cannot reach" not in err
+    assert main(base + ["--jog", "4", "--angles", "181"]) == 2
+    assert "outside the servo range" in capsys.readouterr().err
+    assert controller.fires == [] and controller.moves == []
+    assert cfg.read_bytes() == before
+    assert main(base + ["--fire", "1", "--pulse-ms", "1"]) == 0  # the bounds themselves are fine
+    assert [(f.gate, f.duration_ms) for f in controller.fires] == [(1, 1)]
+    assert main(base + ["--pulse", "4=10000"]) == 0
+    assert load_settings(cfg).gates[4].pulse_ms == 10000
+
+
+def test_distance_for_a_gate_the_controller_lacks_is_refused(tmp_path: Path, controller: SimController,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = make_config(tmp_path)
+    before = cfg.read_bytes()
+    base = ["gates", "--config", str(cfg), "--port", str(controller.link)]
+    assert main(base + ["--distance", "5=1700"]) == 2
+    assert "has 4 gates (1..4); it has no gate 5" in capsys.readouterr().err
+    assert main(base + ["--distance", "300=1700"]) == 2
+    assert "GATE 1..255" in capsys.readouterr().err
+    assert main(["gates", "--config", str(cfg), "--port", str(tmp_path / "nope"), "--distance", "5=1700"]) == 2
+    assert "did not answer" in capsys.readouterr().err
+    assert cfg.read_bytes() == before
+
+
+def test_distance_for_a_new_gate_the_controller_has(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sim = SimController(tmp_path / "six", n_gates=6).start()
+    try:
+        cfg = make_config(tmp_path)
+        assert main(["gates", "--config", str(cfg), "--port", str(sim.link), "--distance", "5=1700"]) == 0
+        assert load_settings(cfg).gates[5].distance_mm == 1700
+        assert sim.fires == []
+    finally:
+        sim.stop()
+
+
+def test_daemon_log_lines_stay_off_the_technicians_output(tmp_path: Path, controller: SimController,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The daemon's actuator logs (structlog) while connecting; the technician sees only the step's own lines."""
+    cfg = make_config(tmp_path)
+    assert main(["gates", "--config", str(cfg), "--port", str(controller.link), "--fire", "1", "--interval-s", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "serial_" not in captured.out and "serial_" not in captured.err
+    assert captured.out.startswith("controller on")

@@ -142,3 +142,63 @@ def test_scale_that_puts_gates_inside_region_is_refused(tmp_path: Path, capsys: 
     cfg = make_config(tmp_path, {"belt.region": (0, 100, 640, 300)})
     assert main(["scale", "--config", str(cfg), "--image", str(image), "--pattern", "8x6", "--square-mm", "2000"]) == 2
     assert "daemon's validation" in capsys.readouterr().err
+
+
+def test_camera_tilted_across_the_belt_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Scale constant along the centre line but 2.04 -> 1.96 px/mm from the top to the bottom of the region."""
+    tex_scale = 4.0
+    board = board_texture(tex_scale)
+    c = 1.5e-4  # perspective along image y only: x_px = a x / (1 + c y), so the along-belt scale depends on y
+    h_mm = np.array([[2.06, 0.0, 150.0], [0.0, 2.06, 60.0], [0.0, c, 1.0]])
+    h_tex = h_mm @ np.diag([1 / tex_scale, 1 / tex_scale, 1.0])
+    frame = cv2.warpPerspective(board, h_tex, (800, 600), flags=cv2.INTER_AREA, borderValue=90)
+    region = (0, 40, 800, 520)
+    result = measure_scale(frame, PATTERN, SQUARE_MM, region=region, rotate=0)
+    along = result.scale_along_region
+    assert (max(along) - min(along)) / np.mean(along) < 0.005  # the centre line alone sees (almost) nothing
+    # Truth from the known mapping at the region's top and bottom rows.
+    inv = np.linalg.inv(h_mm)
+
+    def truth_at(y: float) -> float:
+        ends = cv2.perspectiveTransform(np.array([[[400 - 0.5, y]], [[400 + 0.5, y]]]), inv)
+        return 1.0 / float(np.linalg.norm(ends[1] - ends[0]))
+
+    top, bottom = truth_at(40), truth_at(560)
+    expected = (top - bottom) / np.mean([top, bottom]) * 100
+    assert expected > 2.0 and abs(result.variation_pct - expected) < 0.6
+    assert any("looks at an angle" in w for w in result.warnings)
+    cfg = make_config(tmp_path, {"belt.region": region, "gates.1.distance_mm": 1000.0})
+    image = tmp_path / "tilted.png"
+    cv2.imwrite(str(image), frame)
+    assert main(["scale", "--config", str(cfg), "--image", str(image), "--pattern", "8x6", "--square-mm", "20",
+                 "--dry-run"]) == 0
+    assert "looks at an angle" in capsys.readouterr().out
+
+
+def test_poorly_conditioned_intrinsics_are_flagged() -> None:
+    """Nearly flat views leave the focal length (and k3) undetermined: a low RMS must not hide that."""
+    k = np.array([[620.0, 0, 320], [0, 620.0, 240], [0, 0, 1]])
+    flat = [((0.0, 0.0, 0.0), (0, 0, 420)), ((0.0, 0.0, 0.05), (20, -10, 430)),
+            ((0.02, 0.0, -0.05), (-15, 10, 440)), ((0.0, 0.02, 0.0), (0, 0, 460))]
+    result = calibrate_intrinsics([_view(k, r, t) for r, t in flat], PATTERN, SQUARE_MM)
+    assert result.rms_px < 0.5  # looks fine by RMS alone
+    assert any("poorly conditioned fit: fx" in w for w in result.warnings)
+    assert any("k3" in w and "do not use these values" in w for w in result.warnings)
+
+
+def test_intrinsics_file_is_not_written_when_the_config_is_refused(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    k = np.array([[620.0, 0, 320], [0, 620.0, 240], [0, 0, 1]])
+    poses = [((0.0, 0.0, 0.0), (0, 0, 420)), ((0.35, 0.0, 0.0), (10, -5, 430)), ((-0.3, 0.1, 0.0), (-10, 5, 440))]
+    folder = tmp_path / "views"
+    folder.mkdir()
+    for i, (r, t) in enumerate(poses):
+        cv2.imwrite(str(folder / f"v{i}.png"), _view(k, r, t))
+    # The board reads ~1.48 px/mm: the 640 px region becomes ~433 mm, and gate 1 at 300 mm would be inside it.
+    cfg = make_config(tmp_path, {"belt.px_per_mm": 3.0, "gates.1.distance_mm": 300.0})
+    out_json = tmp_path / "intrinsics.json"
+    argv = ["scale", "--config", str(cfg), "--image", str(folder / "v0.png"), "--pattern", "8x6", "--square-mm", "20",
+            "--views", str(folder), "--intrinsics-out", str(out_json)]
+    assert main(argv) == 2
+    assert "gates.1.distance_mm" in capsys.readouterr().err
+    assert not out_json.exists()
