@@ -100,14 +100,18 @@ def test_the_whole_training_cli_on_a_tiny_run(image_folder: Path, tmp_path: Path
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(tiny_config().to_dict()))
     common = ["--data", str(image_folder), "--run-dir", str(run), "--val-fraction", "0.25"]
-    assert train_main(["teacher", *common, "--epochs", "1", "--height", "24", "--width", "32", "--batch-size", "8"]) == 0
+    assert train_main(["teacher", *common, "--epochs", "1", "--height", "64", "--width", "48", "--batch-size", "8"]) == 0
     assert (run / "teacher.pt").is_file() and (run / "split.json").is_file()
+    assert train_main(["teacher-cache", *common, "--views", "2"]) == 0
+    views = run / "views.npz"
+    assert views.is_file()
     assert train_main(["meta", *common, "--iterations", "2", "--iters-per-epoch", "1", "--config", str(cfg_file), "--seen-per-class", "3"]) == 0
     log = [json.loads(line) for line in (run / "meta_log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in log] == [1, 2]
-    assert train_main(["distill", *common, "--epochs", "2", "--batch-size", "8"]) == 0
+    assert {"sigma_gamma_mean", "sigma_gamma_std", "sigma_beta_min"} <= set(log[-1])
+    assert train_main(["distill", *common, "--epochs", "2", "--batch-size", "8", "--views", str(views)]) == 0
     # resume: asking for one more epoch continues from epoch 2 rather than starting over
-    assert train_main(["distill", *common, "--epochs", "3", "--batch-size", "8", "--resume"]) == 0
+    assert train_main(["distill", *common, "--epochs", "3", "--batch-size", "8", "--views", str(views), "--resume"]) == 0
     epochs = [json.loads(line)["epoch"] for line in (run / "distill_log.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3]
     student = run / "student.pt"

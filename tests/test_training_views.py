@@ -1,0 +1,115 @@
+"""Rendered views, item cut-outs and the cached-teacher stream: reproducible, checked, really varied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from model.config import tiny_config
+from model.preprocess import PreprocessConfig
+from model.student import DistilledViT
+from training.cutout import MaskStore, item_mask
+from training.loop import param_groups
+from training.student_init import EpochViews
+from training.view_cache import ViewCache
+from training.view_data import Photos, SeededViews, view_seeds
+from training.views import ViewPolicy, render_view
+
+
+def _board_with_disc() -> tuple[np.ndarray, np.ndarray]:
+    """A light, slightly shaded board with a dark-red disc: a photo whose true mask is known."""
+    yy, xx = np.mgrid[0:256, 0:192]
+    board = np.clip(215 + (xx / 192 * 20) - (yy / 256 * 10), 0, 255).astype(np.uint8)
+    img = np.dstack([board, board, board])
+    truth = np.zeros((256, 192), np.uint8)
+    cv2.circle(truth, (96, 140), 55, 255, -1)
+    img[truth > 0] = (40, 40, 150)
+    return img, truth
+
+
+def test_item_mask_finds_the_item_on_its_board() -> None:
+    img, truth = _board_with_disc()
+    mask = item_mask(img) > 127
+    t = truth > 0
+    iou = (mask & t).sum() / (mask | t).sum()
+    assert iou > 0.85
+    # a photo filled by the item (no board at its border) is kept whole rather than cut to a sliver
+    busy = np.random.default_rng(0).integers(0, 256, (256, 192, 3), dtype=np.uint8)
+    assert (item_mask(busy) == 255).all()
+
+
+def test_mask_store_computes_once_and_reuses(tmp_path: Path) -> None:
+    img, _ = _board_with_disc()
+    store = MaskStore(tmp_path / "masks")
+    first = store.get("/data/x.jpg", img)
+    png = store.path_for("/data/x.jpg")
+    assert png.is_file()
+    cv2.imwrite(str(png), np.zeros_like(first))  # what is stored is what is returned next time
+    assert (store.get("/data/x.jpg", img) == 0).all()
+
+
+def test_a_view_is_a_pure_function_of_its_seed_and_leaves_the_board() -> None:
+    img, truth = _board_with_disc()
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    a = render_view(rgb, truth, 123, (256, 192))
+    assert np.array_equal(a, render_view(rgb, truth, 123, (256, 192)))
+    assert not np.array_equal(a, render_view(rgb, truth, 124, (256, 192)))
+    pasted = ViewPolicy(p_paste=1.0, colour=0.0)
+    corners = [render_view(rgb, truth, s, (256, 192), pasted)[:8, :8].mean() for s in range(12)]
+    assert min(corners) < 150  # the light board (>= 205) is replaced by other surfaces
+    assert np.std(corners) > 10  # ... and they differ from view to view
+
+
+def _photos(n: int = 4) -> Photos:
+    img, truth = _board_with_disc()
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return Photos([rgb] * n, [truth] * n, list(range(n)), (256, 192))
+
+
+def test_seeded_views_replay_the_teachers_targets_and_cycle_through_every_view() -> None:
+    photos = _photos()
+    seeds = view_seeds(4, 3, base_seed=7)
+    assert np.array_equal(seeds, view_seeds(4, 3, base_seed=7)) and len(np.unique(seeds)) == 12
+    targets = np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2)
+    pre = PreprocessConfig(height=32, width=24)
+    views = SeededViews(photos, seeds, pre, targets=targets)
+    x, y, t = views[5]  # photo 1, view 2
+    assert x.shape == (3, 32, 24) and y == 1 and torch.equal(t, torch.from_numpy(targets[1, 2]))
+    assert torch.equal(views[5][0], x)  # the same pixels every time
+    stream = EpochViews(views)
+    seen = set()
+    for epoch in range(3):
+        stream.set_epoch(epoch)
+        seen |= {tuple(stream[i][2].tolist()) for i in range(4)}
+    assert len(seen) == 12  # three epochs went through all K views of every photo
+    with pytest.raises(ValueError, match="do not match"):
+        SeededViews(photos, seeds, pre, targets=targets[:, :2])
+
+
+def test_view_cache_refuses_another_split(tmp_path: Path) -> None:
+    cache = ViewCache(view_seeds(2, 2, 0), np.zeros((2, 2, 3), np.float32), ["a", "b", "c"], ["p0", "p1"], "teacher.pt")
+    cache.save(tmp_path / "views.npz")
+    loaded = ViewCache.load(tmp_path / "views.npz")
+    assert np.array_equal(loaded.seeds, cache.seeds) and loaded.class_names == ["a", "b", "c"]
+    loaded.check_matches(["a", "b", "c"], ["p0", "p1"])
+    with pytest.raises(ValueError, match="classes"):
+        loaded.check_matches(["b", "a", "c"], ["p0", "p1"])
+    with pytest.raises(ValueError, match="another training split"):
+        loaded.check_matches(["a", "b", "c"], ["p0", "p2"])
+    with pytest.raises(FileNotFoundError, match="teacher-cache"):
+        ViewCache.load(tmp_path / "missing.npz")
+
+
+def test_no_weight_decay_on_norms_biases_tokens_and_positions() -> None:
+    model = DistilledViT(tiny_config())
+    decay, no_decay = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert {"cls_token", "dist_token", "pos_embed", "head.bias", "blocks.0.norm1.weight"} <= no_decay_names
+    assert "head.weight" in {names[id(p)] for p in decay["params"]} and decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
