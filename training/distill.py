@@ -23,16 +23,18 @@ from model.config import StudentConfig
 from model.loss import DistillationLoss
 from model.preprocess import PreprocessConfig
 from model.student import DistilledViT
+from model.teacher import DEFAULT_TEACHER, TEACHER_INPUTS
 from model.unknown import METHODS
 
 from .augment import belt_augmentation
 from .data import CachedImageDataset, get_split
 from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, param_groups, predict_logits, progress, save_state, seed_everything, warmup_cosine
 from .student_init import EpochViews, cached_view_dataset, copy_stem_from_teacher, freeze_stem, student_preprocess
+from .teacher_train import accuracy, evaluation_loaders, load_teacher
 from .view_cache import ViewCache
+from .view_data import load_photos, mask_store_for
 from .metrics import compute_metrics, fit_temperature
 from .distributed import init_distributed
-from .teacher_train import load_teacher
 from .unknown_fit import fit_for_model
 
 log = logging.getLogger(__name__)
@@ -161,6 +163,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         copy_stem_from_teacher(model, args.stem_from_teacher)
         log.info("student stem initialised from %s", args.stem_from_teacher)
     val_dl = make_loader(CachedImageDataset(val, pre), 64, False)
+    # the validation photos once each on a fixed other backdrop (the teacher's second figure too)
+    val_pasted_dl = evaluation_loaders(load_photos(val, TEACHER_INPUTS[DEFAULT_TEACHER].size, mask_store_for(run_dir)), pre)[1] if args.views is not None else None
     train_dl = ctx.train_loader(train_ds, args.batch_size, args.balance, args.workers)
     for p in model.affine_parameters():
         p.requires_grad_(False)
@@ -193,7 +197,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         state.epoch += 1
         if average is not None and state.epoch > window[0]:
             average.update_parameters(student)
-        rec = {"stage": "distill", "epoch": state.epoch, "train_loss": loss_avg, "train_acc": acc, "val_acc": val_acc, "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed(), "world_size": ctx.world_size}
+        val_pasted = accuracy(student, val_pasted_dl, device) if val_pasted_dl is not None else None
+        rec = {"stage": "distill", "epoch": state.epoch, "train_loss": loss_avg, "train_acc": acc, "val_acc": val_acc, "val_pasted_acc": val_pasted, "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed(), "world_size": ctx.world_size}
         if val_acc >= state.best_metric:
             state.best_metric = val_acc
             if ctx.is_main:
