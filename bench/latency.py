@@ -1,5 +1,7 @@
-"""Per-item latency of the student (each backend, preprocessing included) against the
-ResNet-50 teacher and a MobileNetV3-small, all in one process run so the ratios hold.
+"""Per-item latency of the student (each backend, preprocessing included) against ResNet-50
+(the patent's teacher), a MobileNetV3-small and EfficientNet-Lite0 in ONNX Runtime at the
+photos' 256x192 (the fine-tuned CNN a user would otherwise pick), all in one process run so
+the ratios hold.
 
 Each model runs in its own child process (spawned one after another), so that its peak
 memory is its own; every timing includes the same preprocessing (`model.preprocess`).
@@ -66,6 +68,32 @@ def _torchvision(kind: str, height: int, width: int, batch: int, warmup: int, ru
     return stats(f"{kind}@{height}x{width}", ms, batch=batch, params=params).to_dict()
 
 
+def _lite_onnx(variant: str, height: int, width: int, batch: int, warmup: int, runs: int, threads: int, num_classes: int) -> dict[str, Any]:
+    """A fine-tuned-size EfficientNet-Lite in ONNX Runtime (fp32): the model a user would pick instead."""
+    import torch
+
+    from model.efficientnet_lite import LITE_MEAN, LITE_STD, build_lite
+    from model.inference import OnnxRunner, export_onnx_bytes
+    from model.preprocess import PreprocessConfig, preprocess_bgr
+
+    class TwoOutputs(torch.nn.Module):  # the exporter names two outputs (logits, features)
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y = self.net(x)
+            return y, y
+
+    torch.set_num_threads(threads)
+    net = build_lite(variant, num_classes, pretrained=False).eval()
+    pre = PreprocessConfig(height=height, width=width, mean=LITE_MEAN, std=LITE_STD)
+    runner = OnnxRunner(export_onnx_bytes(TwoOutputs(net), pre), threads)
+    imgs = sample_images(batch)
+    ms = time_call_per_item(lambda: runner(preprocess_bgr(imgs, pre)), warmup, runs, batch)
+    return stats(f"{variant}/onnx@{height}x{width}", ms, batch=batch, params=sum(p.numel() for p in net.parameters())).to_dict()
+
+
 def _in_child(fn: Any, *args: Any) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
@@ -87,4 +115,5 @@ def run_latency(model_path: str | None, backends: list[str], batches: list[int],
         results.append(_in_child(_torchvision, "resnet50", 224, 224, batch, warmup, runs, threads, k))
         results.append(_in_child(_torchvision, "resnet50", h, w, batch, warmup, runs, threads, k))
         results.append(_in_child(_torchvision, "mobilenet_v3_small", h, w, batch, warmup, runs, threads, k))
+        results.append(_in_child(_lite_onnx, "efficientnet_lite0", 256, 192, batch, warmup, runs, threads, k))
     return results

@@ -38,6 +38,9 @@ def render(result: dict[str, Any], command: str) -> str:
                 lines.append(f"- best student ({best_name}) / ResNet-50 @224×224 eager: {best / teacher:.3f} (target ≤ 0.1)")
             if mnv3:
                 lines.append(f"- best student ({best_name}) / MobileNetV3-small at the same input: {best / mnv3:.2f}× (target ≤ 3×)")
+            lite = next((v for k, v in b1.items() if k.startswith("efficientnet_lite0/onnx")), None)
+            if lite:
+                lines.append(f"- best student ({best_name}) / EfficientNet-Lite0 in ONNX Runtime @256×192: {best / lite:.2f}× (target ≤ 1)")
         lines.append("")
     if "profile" in result:
         prof = result["profile"]

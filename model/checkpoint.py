@@ -33,7 +33,8 @@ class StudentCheckpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def build_model(self) -> DistilledViT:
-        model = DistilledViT(self.config)
+        # the stored weights replace any ImageNet stem: don't read the Lite package just to overwrite it
+        model = DistilledViT(self.config.replace(stem_pretrained=False) if self.config.stem != "linear" else self.config)
         model.load_state_dict(self.state_dict)
         return model.eval()
 
