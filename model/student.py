@@ -60,8 +60,12 @@ class ConvStemEmbedding(nn.Module):
                 m.eval()
         return self
 
+    def project(self, grid: torch.Tensor) -> torch.Tensor:
+        """Stem output (B, C, rows, cols) -> tokens (B, rows*cols, d_model), row-major."""
+        return self.proj(grid).flatten(2).transpose(1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.cnn(x)).flatten(2).transpose(1, 2)  # (B, rows*cols, d_model), row-major
+        return self.project(self.cnn(x))
 
 
 class EncoderBlock(nn.Module):
@@ -121,24 +125,40 @@ class DistilledViT(nn.Module):
         expected = self.cfg.image_size
         if tuple(x.shape[-2:]) != tuple(expected):
             raise ValueError(f"input spatial size {tuple(x.shape[-2:])} != configured image_size {expected}")
-        patches = self.patch_embed(x)
+        return self._sequence(self.patch_embed(x))
+
+    def _sequence(self, patches: torch.Tensor) -> torch.Tensor:
         b = patches.shape[0]
         seq = torch.cat([self.cls_token.expand(b, -1, -1), patches, self.dist_token.expand(b, -1, -1)], dim=1)
         return self.emb_drop(seq + self.pos_embed)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final class-token and distillation-token features, each (B, d_model)."""
-        h = self.tokens(x)
+    def _encode(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         for block in self.blocks:
             h = block(h)
         return h[:, 0], h[:, -1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        cls_feat, dist_feat = self.forward_features(x)
+    def _heads(self, cls_feat: torch.Tensor, dist_feat: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         cls_logits, dist_logits = self.head(cls_feat), self.head_dist(dist_feat)
         if self.training:
             return cls_logits, dist_logits
         return (cls_logits + dist_logits) / 2
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final class-token and distillation-token features, each (B, d_model)."""
+        return self._encode(self.tokens(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self._heads(*self.forward_features(x))
+
+    def forward_from_stem(self, grid: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The same as forward, from the CNN stem's output (B, C, rows, cols): a training with a
+        frozen stem computes that once per view instead of at every step."""
+        if not isinstance(self.patch_embed, ConvStemEmbedding):
+            raise ValueError("forward_from_stem needs a student with a CNN stem")
+        expected = (self.patch_embed.cnn.out_channels, *self.cfg.grid_size)
+        if tuple(grid.shape[1:]) != expected:
+            raise ValueError(f"stem features of shape {tuple(grid.shape[1:])}, expected {expected}")
+        return self._heads(*self._encode(self._sequence(self.patch_embed.project(grid))))
 
     def affine_layers(self) -> list[FeatureWiseAffine]:
         return [b.affine for b in self.blocks if isinstance(b.affine, FeatureWiseAffine)]

@@ -113,3 +113,37 @@ def test_no_weight_decay_on_norms_biases_tokens_and_positions() -> None:
     assert "head.weight" in {names[id(p)] for p in decay["params"]} and decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
+
+
+def test_frozen_stem_distillation_trains_from_stored_stem_outputs(image_folder: Path, tmp_path: Path) -> None:
+    """teacher -> teacher-cache with the student's stem outputs -> distill from them: the shipped
+    student's stem is the teacher's first stages, and its image path gives what it trained on."""
+    import json
+
+    from model.checkpoint import load_checkpoint
+    from model.config import StudentConfig
+    from training.cli import main as train_main
+    from training.teacher_train import load_teacher_spec
+
+    run = tmp_path / "run"
+    common = ["--data", str(image_folder), "--run-dir", str(run), "--val-fraction", "0.25"]
+    cfg = {"image_size": [64, 48], "patch_size": 16, "stem": "efficientnet_lite0", "stem_stages": 5, "d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64, "window_radius": 1}
+    cfg_file = tmp_path / "hybrid.json"
+    cfg_file.write_text(json.dumps(cfg))
+    assert train_main(["teacher", *common, "--epochs", "1", "--height", "64", "--width", "48", "--batch-size", "8"]) == 0
+    assert train_main(["teacher-cache", *common, "--views", "2", "--student-config", str(cfg_file)]) == 0
+    stored = np.load(run / "stem_features.npy", mmap_mode="r")
+    assert stored.shape == (36, 2, 112, 4, 3) and np.abs(stored.astype(np.float32)).sum() > 0
+    args = [*common, "--views", str(run / "views.npz"), "--stem-features", str(run / "stem_features.npy"), "--config", str(cfg_file), "--epochs", "2", "--batch-size", "8"]
+    assert train_main(["distill", *args]) == 0
+    student = load_checkpoint(run / "student.pt")
+    assert student.config.stem == "efficientnet_lite0" and student.meta["distill"]["stem_features"]
+    teacher, _, _ = load_teacher_spec(run / "teacher.pt", torch.device("cpu"))
+    model = student.build_model()
+    assert torch.equal(model.patch_embed.cnn.conv_stem.weight, teacher.conv_stem.weight)  # frozen, taken over
+    assert student.preprocess.mean[0] == pytest.approx(127 / 255)
+    # stored outputs of another stem are refused rather than silently trained on
+    info = json.loads((run / "stem_features.json").read_text())
+    (run / "stem_features.json").write_text(json.dumps({**info, "stem_signature": "0" * 16}))
+    assert train_main(["distill", *args, "--out", str(run / "other.pt")]) == 2
+    assert StudentConfig.from_dict(info["student_config"]).grid_size == (4, 3)

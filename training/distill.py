@@ -29,7 +29,7 @@ from model.unknown import METHODS
 from .augment import belt_augmentation
 from .data import CachedImageDataset, get_split
 from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, param_groups, predict_logits, progress, save_state, seed_everything, warmup_cosine
-from .student_init import EpochViews, cached_view_dataset, copy_stem_from_teacher, freeze_stem, student_preprocess
+from .student_init import EpochViews, FromStem, cached_view_dataset, check_stem_features, copy_stem_from_teacher, freeze_stem, stem_feature_dataset, student_preprocess
 from .teacher_train import accuracy, evaluation_loaders, load_teacher
 from .view_cache import ViewCache
 from .view_data import load_photos, mask_store_for
@@ -54,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="StudentConfig JSON when there is no meta init")
     p.add_argument("--average-tail", type=float, default=0.1, help="ship the mean of the weights at the end of the last FRACTION of the epochs (at least the last epoch); 0: the best epoch by validation accuracy instead, which tunes on the validation split")
     p.add_argument("--views", type=Path, default=None, help="view cache from `teacher-cache` (run_dir/views.npz): the student replays those views against the stored teacher logits, one view per photo per epoch; the teacher is not run")
+    p.add_argument("--stem-features", type=Path, default=None, help="with --views: the stored stem outputs of those views (teacher-cache --student-config); the stem stays frozen at the teacher's first stages and the student trains from them, rendering nothing")
     p.add_argument("--stem-from-teacher", type=Path, default=None, help="a fine-tuned EfficientNet-Lite teacher whose first stages initialise the student's CNN stem (same variant)")
     p.add_argument("--freeze-stem-stages", type=int, default=2, help="CNN stem: keep the stem convolution and this many first stages fixed (their ImageNet edges and textures need no retraining)")
     p.add_argument("--unknown-method", choices=METHODS, default="msp", help="unknown-item scorer stored in the checkpoint (msp: best mean AUROC in the leave-one-class-out table of docs/results.md, with energy)")
@@ -150,7 +151,15 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     teacher = None
     teacher_path = args.teacher or (run_dir / "teacher.pt")
     train_ds: torch.utils.data.Dataset
-    if args.views is not None:
+    if args.stem_features is not None:
+        if args.views is None:
+            raise ValueError("--stem-features goes with --views (the teacher's logits for the same views)")
+        teacher_path = Path(ViewCache.load(args.views).teacher)
+        copy_stem_from_teacher(model, teacher_path)  # the stored outputs are of this very stem, frozen
+        args.freeze_stem_stages = model.cfg.stem_stages
+        check_stem_features(args.stem_features, model)
+        train_ds = stem_feature_dataset(args.views, args.stem_features, train, names)
+    elif args.views is not None:
         train_ds = cached_view_dataset(args.views, train, names, pre, run_dir)
         teacher_path = Path(str(ViewCache.load(args.views).teacher))
     else:
@@ -172,9 +181,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     model = model.to(memory_format=torch.channels_last)
     opt, sched = optimiser_and_schedule(model, args.lr, args.epochs, len(train_dl))
     student = model
-    model = ctx.wrap(model)
+    model = ctx.wrap(FromStem(student) if args.stem_features is not None else student)
     weights = class_weights(train_ds.labels, len(names)).to(device) if args.balance == "weights" else None
-    criterion = DistillationLoss(args.tau, args.lam if teacher is not None else 0.0, hard=args.hard, class_weight=weights)
+    distilling = teacher is not None or args.views is not None
+    criterion = DistillationLoss(args.tau, args.lam if distilling else 0.0, hard=args.hard, class_weight=weights)
     state, state_path, logger = TrainState(), run_dir / "distill_state.pt", JsonlLog(run_dir / "distill_log.jsonl")
     window = [args.epochs - max(1, math.ceil(args.average_tail * args.epochs)), args.epochs]  # epochs (start, end] averaged
     average = AveragedModel(student) if args.average_tail > 0 else None
@@ -242,7 +252,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             "val_macro_f1": before.macro_f1,
             "val_ece_before_temperature": before.ece,
             "val_ece_after_temperature": after.ece,
-            "distill": {"tau": args.tau, "lam": args.lam, "hard": args.hard, "epochs": args.epochs, "lr": args.lr, "aug_strength": args.aug_strength, "teacher": str(teacher_path), "views": str(args.views) if args.views else None, "stem_from_teacher": str(args.stem_from_teacher) if args.stem_from_teacher else None, "freeze_stem_stages": args.freeze_stem_stages, "weights": final_weights},
+            "distill": {"tau": args.tau, "lam": args.lam, "hard": args.hard, "epochs": args.epochs, "lr": args.lr, "aug_strength": args.aug_strength, "teacher": str(teacher_path), "views": str(args.views) if args.views else None, "stem_from_teacher": str(args.stem_from_teacher) if args.stem_from_teacher else None, "stem_features": str(args.stem_features) if args.stem_features else None, "freeze_stem_stages": args.freeze_stem_stages, "weights": final_weights},
         },
     )
     return {"val_accuracy": before.accuracy, "val_macro_f1": before.macro_f1, "best_epoch_val_accuracy": state.best_metric, "weights": final_weights, "temperature": temperature, "ece_before": before.ece, "ece_after": after.ece, "checkpoint": str(out)}

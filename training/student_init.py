@@ -14,7 +14,7 @@ from model.student import ConvStemEmbedding, DistilledViT
 
 from .data import Sample
 from .view_cache import ViewCache
-from .view_data import SeededViews, load_photos, mask_store_for
+from .view_data import SeededViews, StemFeatureViews, load_photos, mask_store_for
 
 
 def student_preprocess(cfg: StudentConfig) -> PreprocessConfig:
@@ -27,10 +27,10 @@ class EpochViews(Dataset):
     """One stored view per photo per epoch: photo i shows view (epoch + offset_i) mod K, so K epochs
     go through every view once and each batch mixes views of different rounds."""
 
-    def __init__(self, views: SeededViews, seed: int = 0) -> None:
+    def __init__(self, views: SeededViews | StemFeatureViews, seed: int = 0) -> None:
         self.views = views
         self.k = views.views
-        self.labels = views.photos.labels
+        self.labels = views.photo_labels
         self.offset = np.random.default_rng(seed).integers(0, self.k, len(self.labels))
         self.epoch = 0
 
@@ -87,3 +87,52 @@ def freeze_stem(student: DistilledViT, stages: int) -> None:
     for module in (cnn.conv_stem, cnn.bn1, *list(cnn.blocks)[:stages]):
         for p in module.parameters():
             p.requires_grad_(False)
+
+
+class FromStem(torch.nn.Module):
+    """Training view of a student fed stored stem outputs instead of images (see forward_from_stem)."""
+
+    def __init__(self, student: DistilledViT) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, grid: torch.Tensor):  # type: ignore[no-untyped-def]
+        return self.student.forward_from_stem(grid)
+
+
+def stem_feature_dataset(cache_path: Path, features_path: Path, train: list[Sample], names: list[str]) -> EpochViews:
+    """The training stream of a frozen-stem distillation: stored stem outputs + teacher logits."""
+    cache = ViewCache.load(cache_path)
+    cache.check_matches(names, [s.path for s in train])
+    if not features_path.is_file():
+        raise FileNotFoundError(f"stem features not found: {features_path} (teacher-cache --student-config makes them)")
+    features = np.load(features_path, mmap_mode="r")
+    return EpochViews(StemFeatureViews(features, [s.label for s in train], cache.logits))
+
+
+def stem_signature(student: DistilledViT) -> str:
+    """A short hash of the stem's weights, so stored stem outputs are only used with that stem."""
+    import hashlib
+
+    if not isinstance(student.patch_embed, ConvStemEmbedding):
+        return ""
+    h = hashlib.sha1()
+    for k, v in sorted(student.patch_embed.cnn.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_stem_features(features_path: Path, student: DistilledViT) -> None:
+    """Stored stem outputs must come from this student's stem weights at this student's input."""
+    import json
+
+    info_path = features_path.with_suffix(".json")
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path} (the record of how {features_path.name} was made) is missing")
+    info = json.loads(info_path.read_text())
+    if info["stem_signature"] != stem_signature(student):
+        raise ValueError(f"{features_path} was made with other stem weights than this student's; rebuild it with teacher-cache --student-config")
+    made = StudentConfig.from_dict(info["student_config"])
+    if (made.image_size, made.stem, made.stem_stages) != (student.cfg.image_size, student.cfg.stem, student.cfg.stem_stages):
+        raise ValueError(f"{features_path} was made for input {made.image_size} with {made.stem}[:{made.stem_stages}], the student has {student.cfg.image_size} with {student.cfg.stem}[:{student.cfg.stem_stages}]")

@@ -19,9 +19,11 @@ import numpy as np
 import torch
 
 from .data import get_split
-from .loop import Timer, make_loader, predict_logits, resolve_device, seed_everything
+from model.preprocess import PreprocessConfig
+
+from .loop import Timer, make_loader, predict_logits, progress, resolve_device, seed_everything
 from .teacher_train import load_teacher_spec
-from .view_data import SeededViews, load_photos, mask_store_for, view_seeds
+from .view_data import Photos, SeededViews, load_photos, mask_store_for, to_input, view_seeds
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = "wastesort-view-cache-1"
@@ -59,11 +61,64 @@ class ViewCache:
             raise ValueError("view cache was made for another training split (photo lists differ); rebuild it")
 
 
+class _TwoSizes(torch.utils.data.Dataset):
+    """Each seeded view rendered once, at the teacher's input and at the student's."""
+
+    def __init__(self, views: SeededViews, student_pre: PreprocessConfig) -> None:
+        self.views, self.student_pre = views, student_pre
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        view = self.views.render(j)
+        return to_input(view, self.views.pre), to_input(view, self.student_pre)
+
+
+@torch.no_grad()
+def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module, teacher_path: Path, photos: Photos, seeds: np.ndarray, names: list[str], run_dir: Path, device: torch.device) -> np.ndarray:
+    """Teacher logits (N*K, C) and, written to run_dir/stem_features.npy, the student stem's output per view."""
+    import json
+
+    from model.config import StudentConfig
+    from model.student import DistilledViT
+
+    from .student_init import copy_stem_from_teacher, stem_signature, student_preprocess
+
+    cfg = StudentConfig.from_dict({**json.loads(args.student_config.read_text()), "num_classes": len(names), "stem_pretrained": False})
+    student = DistilledViT(cfg)
+    copy_stem_from_teacher(student, teacher_path)
+    stem = student.patch_embed.cnn.eval().to(device, memory_format=torch.channels_last)  # type: ignore[union-attr]
+    n, k = seeds.shape
+    rows, cols = cfg.grid_size
+    path = run_dir / "stem_features.npy"
+    tmp = path.with_name("stem_features.tmp.npy")
+    features = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, k, stem.out_channels, rows, cols))
+    flat = features.reshape(n * k, stem.out_channels, rows, cols)
+    loader = make_loader(_TwoSizes(SeededViews(photos, seeds, teacher_spec_pre(teacher_path)), student_preprocess(cfg)), args.batch_size, False, num_workers=args.workers)
+    logits, start = [], 0
+    for x_t, x_s in progress(loader, "teacher + stem"):
+        logits.append(teacher(x_t.to(device, memory_format=torch.channels_last)).float().cpu())
+        f = stem(x_s.to(device, memory_format=torch.channels_last)).float().cpu().numpy()
+        flat[start : start + len(f)] = f.astype(np.float16)
+        start += len(f)
+    features.flush()
+    del features, flat
+    tmp.replace(path)
+    (run_dir / "stem_features.json").write_text(json.dumps({"student_config": cfg.to_dict(), "stem_signature": stem_signature(student), "teacher": str(teacher_path), "shape": [n, k, stem.out_channels, rows, cols]}, indent=1))
+    return torch.cat(logits).numpy()
+
+
+def teacher_spec_pre(teacher_path: Path) -> PreprocessConfig:
+    return load_teacher_spec(teacher_path, torch.device("cpu"))[1].preprocess
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default run_dir/teacher.pt)")
     p.add_argument("--views", type=int, default=8, help="K: views per training photo")
     p.add_argument("--out", type=Path, default=None, help="default run_dir/views.npz")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--student-config", type=Path, default=None, help="StudentConfig JSON of a CNN-stem student: also store its stem's output (the teacher's first stages, at the student's size) for every view, in run_dir/stem_features.npy, so a frozen-stem distillation runs neither renderer nor stem")
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
@@ -82,8 +137,12 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     seeds = view_seeds(len(train), args.views, args.seed)
     timer = Timer()
     teacher = teacher.to(memory_format=torch.channels_last)
-    logits, _ = predict_logits(teacher, make_loader(SeededViews(photos, seeds, pre), args.batch_size, False, num_workers=args.workers), device)
-    cache = ViewCache(seeds, logits.numpy().reshape(len(train), args.views, -1).astype(np.float32), names, [s.path for s in train], str(teacher_path))
+    if args.student_config is None:
+        logits, _ = predict_logits(teacher, make_loader(SeededViews(photos, seeds, pre), args.batch_size, False, num_workers=args.workers), device)
+        logits_np = logits.numpy()
+    else:
+        logits_np = _logits_and_stem_features(args, teacher, teacher_path, photos, seeds, names, run_dir, device)
+    cache = ViewCache(seeds, logits_np.reshape(len(train), args.views, -1).astype(np.float32), names, [s.path for s in train], str(teacher_path))
     out = args.out or (run_dir / "views.npz")
     cache.save(out)
     labels = np.array([s.label for s in train])

@@ -89,6 +89,7 @@ class SeededViews(Dataset):
             raise ValueError(f"teacher targets {targets.shape[:2]} do not match the view table {seeds.shape}")
         self.photos, self.seeds, self.pre, self.policy, self.targets = photos, seeds, pre, policy, targets
         self.views = seeds.shape[1]
+        self.photo_labels = photos.labels
         self.labels = [lbl for lbl in photos.labels for _ in range(self.views)]
         self.neighbours = neighbour_picker(photos.images, photos.masks)
 
@@ -105,6 +106,26 @@ class SeededViews(Dataset):
             return x, self.labels[j]
         i, k = divmod(j, self.views)
         return x, self.labels[j], torch.from_numpy(self.targets[i, k])
+
+
+class StemFeatureViews(Dataset):
+    """Stored CNN-stem outputs of the same (photo, view) table, with the teacher's logits: a
+    student whose stem is frozen trains from these without rendering or running the stem."""
+
+    def __init__(self, features: np.ndarray, labels: list[int], targets: np.ndarray) -> None:
+        if features.shape[:2] != targets.shape[:2] or features.shape[0] != len(labels):
+            raise ValueError(f"stem features {features.shape[:2]}, teacher targets {targets.shape[:2]} and {len(labels)} labels disagree")
+        self.features, self.targets = features, targets
+        self.views = features.shape[1]
+        self.photo_labels = list(labels)
+        self.labels = [lbl for lbl in labels for _ in range(self.views)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        i, k = divmod(j, self.views)
+        return torch.from_numpy(self.features[i, k].astype(np.float32)), self.labels[j], torch.from_numpy(self.targets[i, k])
 
 
 class PlainPhotos(Dataset):
@@ -131,4 +152,4 @@ def mask_store_for(run_dir: Path) -> MaskStore:
     return MaskStore(run_dir.parent / "masks" if run_dir.parent != run_dir else run_dir / "masks")
 
 
-__all__ = ["Photos", "PlainPhotos", "RandomViews", "SeededViews", "load_photos", "mask_store_for", "to_input", "view_seeds"]
+__all__ = ["Photos", "PlainPhotos", "RandomViews", "SeededViews", "StemFeatureViews", "load_photos", "mask_store_for", "to_input", "view_seeds"]
