@@ -104,7 +104,7 @@ class Pipeline:
         if s.serial.enabled:
             self.actuator = SerialActuator(
                 s.serial, max(s.gates), on_result=self._on_actuation_result, on_link=self._on_serial_link,
-                servo_rest=s.servo_rest_angles(),
+                servo_rest=s.servo_rest_angles(), on_alert=self.alert,
             ).start()
             if serial_wait_s > 0 and not self.actuator.wait_connected(serial_wait_s):
                 log.warning("serial_not_ready", port=s.serial.port, waited_s=serial_wait_s)
@@ -180,6 +180,8 @@ class Pipeline:
         return stats_payload(
             self.metrics, self.run_id, self.serial_state, self.broker_state(),
             self.publisher.pending() if self.publisher else 0,
+            serial_malformed_lines=self.actuator.malformed_lines if self.actuator else 0,
+            controller_resets=self.actuator.resets if self.actuator else 0,
         )
 
     def summary(self) -> RunSummary:
