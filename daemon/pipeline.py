@@ -67,6 +67,7 @@ class Pipeline:
         self._stopped = False
         self._results_lock = threading.Lock()
         self._last_frame_alert = -1e9
+        self._alert_seq = 0
         # Recent history for callers and tests; bounded, since the service runs for months.
         self.items: deque[ItemEvent] = deque(maxlen=RECENT_HISTORY)
         self.actuations: deque[ActuationResult] = deque(maxlen=RECENT_HISTORY)
@@ -197,8 +198,9 @@ class Pipeline:
 
     # --- events -------------------------------------------------------------------------------
     def alert(self, kind: str, message: str) -> None:
-        payload = alert_payload(kind, message, self.run_id)
         with self._results_lock:
+            self._alert_seq += 1
+            payload = alert_payload(kind, message, self.run_id, self._alert_seq)
             self.alerts.append(payload)
         (log.info if payload["severity"] == "info" else log.warning)("alert", kind=kind, message=message)
         if self.publisher is not None:
@@ -213,7 +215,8 @@ class Pipeline:
             self.alert("serial_lost", detail)
 
     def _on_broker_link(self, up: bool, detail: str) -> None:
-        # Published alerts about the broker are queued and arrive after the reconnect.
+        # The publisher reports "up" only after a reported loss, once the queued alerts (broker_lost
+        # among them) have gone out, so broker_restored follows them.
         self.alert("broker_restored" if up else "broker_lost", detail)
 
     def _fire(self, request: ActuationRequest) -> None:
