@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from daemon import serial_protocol as sp
@@ -18,7 +20,8 @@ def test_crc8_matches_the_published_check_value() -> None:
     "msg",
     [sp.Hello(), sp.Banner(1, 4), sp.Fire(1, 2, 80), sp.Fire(65535, 255, 10000), sp.Ping(7), sp.Pong(7),
      sp.Ack(42), sp.Nak(42, "bad_gate"), sp.Servo(3, 4, 135, 120), sp.Servo(65535, 255, 999, 10000),
-     sp.Servo(1, 1, 0, 0), sp.Nak(3, "not_servo")],
+     sp.Servo(1, 1, 0, 0), sp.Nak(3, "not_servo"), sp.Session(9, 65535), sp.Check(10, 1),
+     sp.Nak(10, sp.NAK_NO_SESSION)],
 )
 def test_every_message_round_trips(msg: sp.Message) -> None:
     wire = sp.encode(msg)
@@ -159,3 +162,13 @@ def test_session_survives_hello_but_not_a_reset(tmp_path) -> None:
         assert sim.rest_angles == {4: 0}  # the rest angle was RAM too
     finally:
         sim.stop()
+
+
+def test_every_example_line_in_the_protocol_document_is_exact() -> None:
+    """The documented bytes (with their checksums) are what the codec sends and accepts."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "serial-protocol.md").read_text()
+    lines = [ln[2:].split("  ")[0].strip() for ln in doc.splitlines() if ln.startswith(("> ", "< "))]
+    assert len(lines) >= 20
+    for line in lines:
+        msg = sp.decode(line.encode())
+        assert sp.encode(msg) == line.encode() + b"\n"
