@@ -443,3 +443,19 @@ def test_a_lost_fire_is_retried_in_time_with_the_default_settings(sim: SimContro
         assert sim.fires[0].t_monotonic - r.request.due <= SerialSettings().max_late_ms / 1000 + 0.005
     finally:
         act.close()
+
+
+def test_a_controller_that_stays_mute_after_its_reset_is_a_lost_link(sim: SimController) -> None:
+    sink = Sink()
+    act = make(sim.link, sink, handshake_timeout_s=0.5)
+    try:
+        assert act.wait_connected(3)
+        time.sleep(0.6)
+        sim.drop_requests = 1_000_000  # it restarts, announces itself, then answers nothing
+        sim.reset(announce=True)
+        assert wait_for(lambda: any(not up and "after controller reset" in d for up, d in sink.links), 3)
+        assert "controller_reset" in sink.kinds() and not act.connected
+        sim.drop_requests = 0
+        assert act.wait_connected(3) and sink.links[-1][0] is True  # reconnected as after any loss
+    finally:
+        act.close()
