@@ -24,7 +24,7 @@ class ActuationRequest:
 class ActuationResult:
     """What happened to one request; ``error`` is None when the controller acknowledged it.
 
-    Errors: deadline_missed, serial_down, serial_lost, ack_timeout, nak:<reason>, shutdown.
+    Errors: deadline_missed, serial_down, serial_lost, controller_reset, ack_timeout, nak:<reason>, shutdown.
     """
 
     request: ActuationRequest

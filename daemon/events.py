@@ -63,6 +63,9 @@ def actuation_payload(r: ActuationResult, run: str, clock: WallClock) -> dict[st
     }
 
 
-def alert_payload(kind: str, message: str, run: str) -> dict[str, Any]:
+def alert_payload(kind: str, message: str, run: str, seq: int = 0) -> dict[str, Any]:
+    """``seq`` numbers a run's alerts in the order they were raised: alerts queued during a broker
+    outage can then be put in order by a consumer whatever order they were delivered in."""
     severity = "info" if kind.endswith(("_restored", "_recovered")) else "error"
-    return {"run": run, "time": round(time.time(), 3), "kind": kind, "severity": severity, "message": message}
+    return {"run": run, "seq": seq, "time": round(time.time(), 3), "kind": kind, "severity": severity,
+            "message": message}

@@ -3,11 +3,17 @@
 paho-mqtt's own queue holds QoS 1 messages while the broker is unreachable
 (unbounded queue, automatic reconnect with back-off) and sends them after the
 reconnect; the daemon never waits for the broker, not even at start-up.
+
+Link reports (``on_link``) come once per outage and name the cause (refused login,
+untrusted certificate, nothing listening); "up" is reported only after a reported loss,
+and only once the queued backlog has gone out, so that subscribers get the queued
+``broker_lost`` before ``broker_restored``.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 import time
@@ -25,6 +31,48 @@ log = structlog.get_logger(__name__)
 TOPICS = ("available", "items", "actuations", "stats", "alerts")
 
 
+class _Client(mqtt.Client):
+    """paho's client, remembering why the last connection attempt failed (paho does not pass it on)."""
+
+    last_connect_error: OSError | None = None
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        try:
+            rc = super().reconnect()
+        except OSError as e:
+            self.last_connect_error = e
+            raise
+        self.last_connect_error = None
+        return rc
+
+
+_LOGIN_REFUSED = {4, 5, 134, 135}  # MQTT 3.1.1 CONNACK 4/5, MQTT 5 reason codes 0x86/0x87
+
+
+def refusal_cause(reason_code: Any) -> str:
+    """Why the broker refused a CONNECT, in words an operator acts on."""
+    if getattr(reason_code, "value", None) in _LOGIN_REFUSED or "authori" in str(reason_code).lower():
+        return (f"broker refused the login: not authorised ({reason_code}); "
+                "check mqtt.username and the password in mqtt.password_file")
+    return f"broker refused the connection: {reason_code}"
+
+
+def connect_failure_cause(error: OSError | None, host: str, port: int) -> str:
+    """Why the TCP/TLS connection could not be made (the exception paho swallowed)."""
+    where = f"{host}:{port}"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (f"TLS certificate of broker {where} not trusted: {error.verify_message}; "
+                "check mqtt.ca_file (and that mqtt.host is a name the certificate holds)")
+    if isinstance(error, ssl.SSLError):
+        return f"TLS handshake with broker {where} failed ({error.reason}); is it a TLS port? check mqtt.tls"
+    if isinstance(error, ConnectionRefusedError):
+        return f"cannot reach broker {where}: connection refused (nothing listening)"
+    if isinstance(error, socket.gaierror):
+        return f"cannot reach broker {where}: unknown host"
+    detail = f": {error}" if error is not None else ""
+    return f"cannot reach broker {where}{detail}"
+
+
 class EventPublisher:
     """One MQTT client per daemon; topics live under ``<prefix>/<line_id>/``."""
 
@@ -35,12 +83,13 @@ class EventPublisher:
         self._connected = threading.Event()
         self._closing = False
         self._down_reported = False  # one "broker down" report per outage, also when it was never up
+        self._online_mid: int | None = None  # "online" after a reported loss: its PUBACK reports "up"
         self._sent: set[int] = set()  # mids of QoS>0 messages handed to paho...
         self._acked: set[int] = set()  # ...and those the broker acknowledged (on_publish)
         self._lock = threading.Lock()
         self.published = 0
         client_id = settings.client_id or f"wastesort-{settings.line_id}-{uuid.uuid4().hex[:8]}"
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        c = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         c.max_queued_messages_set(0)  # 0 = unbounded: nothing is dropped while the broker is away
         c.max_inflight_messages_set(100)
         c.reconnect_delay_set(settings.reconnect_min_delay_s, settings.reconnect_max_delay_s)
@@ -116,16 +165,22 @@ class EventPublisher:
     # --- paho callbacks (network thread) ------------------------------------------------------
     def _handle_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
         if reason_code.is_failure:
-            log.warning("mqtt_connect_refused", reason=str(reason_code))
+            cause = refusal_cause(reason_code)
+            if self._down_reported or self._closing:  # paho retries: one report per outage, not per attempt
+                log.debug("mqtt_connect_refused", reason=str(reason_code))
+                return
+            self._down_reported = True
+            log.warning("mqtt_connect_refused", reason=str(reason_code), cause=cause)
             if self._on_link:
-                self._on_link(False, f"broker refused connection: {reason_code}")
+                self._on_link(False, cause + "; retrying, events are queued")
             return
         self._connected.set()
-        self._down_reported = False
-        client.publish(self.topic("available"), "online", qos=1, retain=True)
+        was_down, self._down_reported = self._down_reported, False
+        info = client.publish(self.topic("available"), "online", qos=1, retain=True)
+        # Sent ahead of the backlog paho resends after this callback; its PUBACK comes after that backlog
+        # went out, so "up" (broker_restored) then queues behind the queued broker_lost.
+        self._online_mid = info.mid if was_down else None
         log.info("mqtt_connected", host=self._s.host, port=self._s.port, queued=self.pending())
-        if self._on_link:
-            self._on_link(True, f"connected to {self._s.host}:{self._s.port}")
 
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
         was = self._connected.is_set()
@@ -140,12 +195,17 @@ class EventPublisher:
         if self._down_reported or self._closing:
             return
         self._down_reported = True
-        msg = f"cannot reach broker {self._s.host}:{self._s.port}; retrying, events are queued"
-        log.warning("mqtt_unreachable", host=self._s.host, port=self._s.port)
+        cause = connect_failure_cause(getattr(client, "last_connect_error", None), self._s.host, self._s.port)
+        log.warning("mqtt_unreachable", host=self._s.host, port=self._s.port, cause=cause)
         if self._on_link:
-            self._on_link(False, msg)
+            self._on_link(False, cause + "; retrying, events are queued")
 
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, props: Any) -> None:
+        if mid == self._online_mid:
+            self._online_mid = None
+            if self._on_link and not self._closing:
+                self._on_link(True, f"connected to {self._s.host}:{self._s.port} again")
+            return
         if self._s.qos > 0:  # QoS 0 is not tracked (nothing to wait for)
             with self._lock:
                 self._acked.add(mid)

@@ -67,6 +67,7 @@ class Pipeline:
         self._stopped = False
         self._results_lock = threading.Lock()
         self._last_frame_alert = -1e9
+        self._alert_seq = 0
         # Recent history for callers and tests; bounded, since the service runs for months.
         self.items: deque[ItemEvent] = deque(maxlen=RECENT_HISTORY)
         self.actuations: deque[ActuationResult] = deque(maxlen=RECENT_HISTORY)
@@ -104,7 +105,7 @@ class Pipeline:
         if s.serial.enabled:
             self.actuator = SerialActuator(
                 s.serial, max(s.gates), on_result=self._on_actuation_result, on_link=self._on_serial_link,
-                servo_rest=s.servo_rest_angles(),
+                servo_rest=s.servo_rest_angles(), on_alert=self.alert,
             ).start()
             if serial_wait_s > 0 and not self.actuator.wait_connected(serial_wait_s):
                 log.warning("serial_not_ready", port=s.serial.port, waited_s=serial_wait_s)
@@ -180,6 +181,8 @@ class Pipeline:
         return stats_payload(
             self.metrics, self.run_id, self.serial_state, self.broker_state(),
             self.publisher.pending() if self.publisher else 0,
+            serial_malformed_lines=self.actuator.malformed_lines if self.actuator else 0,
+            controller_resets=self.actuator.resets if self.actuator else 0,
         )
 
     def summary(self) -> RunSummary:
@@ -195,8 +198,9 @@ class Pipeline:
 
     # --- events -------------------------------------------------------------------------------
     def alert(self, kind: str, message: str) -> None:
-        payload = alert_payload(kind, message, self.run_id)
         with self._results_lock:
+            self._alert_seq += 1
+            payload = alert_payload(kind, message, self.run_id, self._alert_seq)
             self.alerts.append(payload)
         (log.info if payload["severity"] == "info" else log.warning)("alert", kind=kind, message=message)
         if self.publisher is not None:
@@ -211,7 +215,8 @@ class Pipeline:
             self.alert("serial_lost", detail)
 
     def _on_broker_link(self, up: bool, detail: str) -> None:
-        # Published alerts about the broker are queued and arrive after the reconnect.
+        # The publisher reports "up" only after a reported loss, once the queued alerts (broker_lost
+        # among them) have gone out, so broker_restored follows them.
         self.alert("broker_restored" if up else "broker_lost", detail)
 
     def _fire(self, request: ActuationRequest) -> None:

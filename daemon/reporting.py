@@ -75,8 +75,11 @@ def run_summary(m: PipelineMetrics) -> RunSummary:
     )
 
 
-def stats_payload(m: PipelineMetrics, run: str, serial: str, broker: str, mqtt_pending: int) -> dict[str, Any]:
-    """The ``stats`` topic payload (docs/mqtt.md); rates are since the previous call."""
+def stats_payload(m: PipelineMetrics, run: str, serial: str, broker: str, mqtt_pending: int,
+                  serial_malformed_lines: int = 0, controller_resets: int = 0) -> dict[str, Any]:
+    """The ``stats`` topic payload (docs/mqtt.md); rates are since the previous call.
+
+    The serial counts come from the actuator, which owns the link (they are not pipeline metrics)."""
     inf50, inf95 = m.inference.percentiles_ms(50, 95)
     lat50, lat99 = m.decision.percentiles_ms(50, 99)
     (fire99,) = m.fire_error.percentiles_ms(99)
@@ -102,6 +105,8 @@ def stats_payload(m: PipelineMetrics, run: str, serial: str, broker: str, mqtt_p
         "actuations_ok": m.actuations_ok,
         "actuation_errors": dict(m.actuation_errors),
         "serial": serial,
+        "serial_malformed_lines": serial_malformed_lines,
+        "controller_resets": controller_resets,
         "broker": broker,
         "mqtt_pending": mqtt_pending,
     }

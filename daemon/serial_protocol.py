@@ -16,6 +16,8 @@ MAX_LINE_BYTES = 128
 MAX_SEQ = 65535
 MAX_ANGLE_FIELD = 999  # an angle word decodes up to here; the controller NAKs what its servo cannot reach
 SERVO_MAX_DEG = 180  # servo range: SERVO with an angle above it gets NAK bad_angle
+NAK_NO_SESSION = "no_session"  # CHECK for a session the controller does not hold: it was reset
+NAK_BAD_SESSION = "bad_session"  # SESSION 0: not a session id
 
 
 def _crc8_table() -> tuple[int, ...]:
@@ -80,6 +82,28 @@ class Servo:
 
 
 @dataclass(frozen=True)
+class Session:
+    """Daemon -> controller (extension of version 1): this connection is ``session`` (1..MAX_SEQ).
+
+    The controller keeps it in RAM only, so a controller that reset has none; ``Check`` asks for it.
+    """
+
+    seq: int
+    session: int
+
+
+@dataclass(frozen=True)
+class Check:
+    """Daemon -> controller (extension): heartbeat that also proves the controller did not reset.
+
+    Reply ``PONG <seq>`` when the controller holds ``session``, else ``NAK <seq> no_session``.
+    """
+
+    seq: int
+    session: int
+
+
+@dataclass(frozen=True)
 class Ping:
     seq: int
 
@@ -100,7 +124,7 @@ class Nak:
     reason: str
 
 
-Message = Hello | Banner | Fire | Servo | Ping | Pong | Ack | Nak
+Message = Hello | Banner | Fire | Servo | Session | Check | Ping | Pong | Ack | Nak
 
 
 def _body(msg: Message) -> str:
@@ -113,6 +137,10 @@ def _body(msg: Message) -> str:
             return f"FIRE {seq} {gate} {duration_ms}"
         case Servo(seq, gate, angle_deg, hold_ms):
             return f"SERVO {seq} {gate} {angle_deg} {hold_ms}"
+        case Session(seq, session):
+            return f"SESSION {seq} {session}"
+        case Check(seq, session):
+            return f"CHECK {seq} {session}"
         case Ping(seq):
             return f"PING {seq}"
         case Pong(seq):
@@ -163,7 +191,7 @@ def decode(line: bytes) -> Message:
     if any(not w for w in words):
         raise ProtocolError(f"empty word (double or trailing space) in {raw!r}")
     head, args = words[0], words[1:]
-    arity = {"HELLO": 0, BANNER_WORD: 2, "FIRE": 3, "SERVO": 4, "PING": 1, "PONG": 1, "ACK": 1, "NAK": 2}
+    arity = {"HELLO": 0, BANNER_WORD: 2, "FIRE": 3, "SERVO": 4, "SESSION": 2, "CHECK": 2, "PING": 1, "PONG": 1, "ACK": 1, "NAK": 2}
     if head not in arity:
         raise ProtocolError(f"unknown command {head!r}")
     if len(args) != arity[head]:
@@ -178,6 +206,10 @@ def decode(line: bytes) -> Message:
     if head == "SERVO":
         return Servo(seq, _uint(args[1], "gate", 255), _uint(args[2], "angle_deg", MAX_ANGLE_FIELD),
                      _uint(args[3], "hold_ms", 10_000))
+    if head == "SESSION":
+        return Session(seq, _uint(args[1], "session", MAX_SEQ))
+    if head == "CHECK":
+        return Check(seq, _uint(args[1], "session", MAX_SEQ))
     if head == "PING":
         return Ping(seq)
     if head == "PONG":
@@ -188,5 +220,5 @@ def decode(line: bytes) -> Message:
 
 
 def next_seq(seq: int) -> int:
-    """Sequence numbers run 1..MAX_SEQ and wrap (0 is never used, so a reset controller is noticed)."""
+    """Sequence numbers run 1..MAX_SEQ and wrap (0 is never sent)."""
     return 1 if seq >= MAX_SEQ else seq + 1

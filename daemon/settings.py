@@ -7,6 +7,7 @@ All physical quantities are in millimetres, milliseconds or seconds as named.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -146,14 +147,28 @@ class SerialSettings(_Section):
     enabled: bool = True
     port: str = "/dev/ttyUSB0"  # prefer the stable /dev/serial/by-id/... name
     baud: int = Field(115200, gt=0)
-    ack_timeout_ms: float = Field(50.0, gt=0)
-    retries: int = Field(2, ge=0)
+    ack_timeout_ms: float = Field(15.0, gt=0)  # resend when no ACK came this long after a send
+    retries: int = Field(1, ge=0)  # at most max_late_ms / ack_timeout_ms (checked)
     max_late_ms: float = Field(20.0, ge=0)  # never (re)send a FIRE later than due + this
     heartbeat_s: float = Field(1.0, gt=0)
     reconnect_delay_s: float = Field(0.5, gt=0)
     reconnect_max_delay_s: float = Field(5.0, gt=0)
     protocol_version: int = Field(1, ge=1)
     handshake_timeout_s: float = Field(3.0, gt=0)  # covers Arduino boards' reset-on-open boot time
+
+    @model_validator(mode="after")
+    def _retries_fit_the_deadline(self) -> SerialSettings:
+        """Retry k goes out k * ack_timeout_ms after the firing time and never after max_late_ms: refuse
+        retries that can never be sent instead of letting them look like protection."""
+        fit = math.floor(self.max_late_ms / self.ack_timeout_ms + 1e-9)
+        if self.retries > fit:
+            raise ValueError(
+                f"serial.retries = {self.retries} can never all be sent: a retry goes out ack_timeout_ms "
+                f"({self.ack_timeout_ms:g}) after the previous try and never later than max_late_ms "
+                f"({self.max_late_ms:g}) after the firing time, so at most {fit} fit; lower retries or "
+                "ack_timeout_ms, or raise max_late_ms"
+            )
+        return self
 
 
 class MqttSettings(_Section):
@@ -182,11 +197,19 @@ class MqttSettings(_Section):
             raise ValueError("must be non-empty without '/', '+', '#' or surrounding spaces")
         return v
 
-    @field_validator("password_file", "ca_file", "cert_file", "key_file")
+    @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
     def _file_exists(cls, v: Path | None) -> Path | None:
         if v is not None and not v.is_file():
             raise ValueError(f"file not found: {v}")
+        return v
+
+    @field_validator("password_file")
+    @classmethod
+    def _password_file_exists(cls, v: Path | None) -> Path | None:
+        # The path is not repeated: a password typed here by mistake must not reach a log.
+        if v is not None and not v.is_file():
+            raise ValueError("file not found (the path is not shown: it may be the password itself)")
         return v
 
     def read_password(self) -> str | None:
@@ -286,16 +309,33 @@ class ConfigError(Exception):
     """A configuration problem, already formatted for a human (no traceback needed)."""
 
 
+_SECRET_WORDS = ("pass", "secret", "token", "credential", "pw", "auth")
+
+
+def _may_hold_a_secret(key: str, error_type: str) -> bool:
+    """True when the value must not be echoed: an unknown key (where an inline password would land,
+    whatever it is called) or a key whose name suggests a secret (password_file included)."""
+    return error_type == "extra_forbidden" or any(w in key.lower() for w in _SECRET_WORDS)
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem, naming the key; values are shown to help, except where they may be secret."""
     lines = [f"invalid configuration in {source}:"]
-    for e in err.errors():
+    for e in err.errors(include_input=True, include_url=False):
         key = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
         if not key:  # a cross-field check: its message names the keys itself
-            lines.append("  " + e["msg"].removeprefix("Value error, "))
+            lines.append("  " + msg)
             continue
         value = e.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"  {key}: {e['msg']}{shown}")
+        if _may_hold_a_secret(key, e["type"]):
+            hint = " (value not shown"
+            if e["type"] == "extra_forbidden" and any(w in key.lower() for w in ("pass", "pw")):
+                hint += "; the broker password belongs in the file named by mqtt.password_file"
+            shown = hint + ")"
+        else:
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {key}: {msg}{shown}")
     return "\n".join(lines)
 
 

@@ -5,6 +5,8 @@ pair, publishes the daemon-side end under a stable symlink (like
 /dev/serial/by-id/...), answers HELLO/PING/FIRE and reports every actuation with
 its CLOCK_MONOTONIC time (comparable across processes on Linux). Gates named in
 ``servo_gates`` also take the SERVO extension; the simulator keeps each one's angle.
+Like the firmware, it keeps its state while no daemon is connected (a native-USB board
+does not reset when the port opens): only HELLO or ``reset()`` (a power cycle) clears it.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ class SimController:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._recent: dict[int, sp.Fire | sp.Servo] = {}  # seq -> command, to de-duplicate retransmissions
+        self.session = 0  # set by SESSION; 0 = none (after boot or reset())
+        self.boots = 1
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
         tmp = self.link.with_name(self.link.name + f".tmp{os.getpid()}")
@@ -108,6 +112,27 @@ class SimController:
         except OSError:
             pass
 
+    def reset(self, announce: bool = True) -> None:
+        """Power-cycle the controller: RAM is lost (remembered commands, session, servo rest angles).
+
+        ``announce``: send the banner unprompted, as the firmware does at boot; False is a silent
+        reset (a banner lost in noise, or older firmware), which only the session check reveals.
+        """
+        self._recent.clear()
+        self.session = 0
+        self.boots += 1
+        self.rest_angles = {g: DEFAULT_REST_DEG for g in self.servo_gates}
+        self.angles = dict(self.rest_angles)
+        if announce:
+            self.write(sp.encode(sp.Banner(self.version, self.n_gates)))
+
+    def write(self, data: bytes) -> None:
+        """Bytes to the daemon, as if sent by the controller (also for injecting line noise)."""
+        try:
+            os.write(self._master, data)
+        except OSError:
+            pass
+
     def serve_forever(self) -> None:
         buf = b""
         while not self._stop.is_set():
@@ -126,10 +151,7 @@ class SimController:
                 line, buf = buf.split(b"\n", 1)
                 reply = self.handle_line(line)
                 if reply is not None:
-                    try:
-                        os.write(self._master, sp.encode(reply))
-                    except OSError:
-                        pass
+                    self.write(sp.encode(reply))
             if len(buf) > sp.MAX_LINE_BYTES:
                 buf = b""
                 self.malformed += 1
@@ -146,7 +168,17 @@ class SimController:
             return None
         match msg:
             case sp.Hello():
+                self._recent.clear()  # a new connection: no command of an earlier one is a retransmission
                 return sp.Banner(self.version, self.n_gates)
+            case sp.Session(seq, session):
+                if session == 0:
+                    return sp.Nak(seq, "bad_session")
+                self.session = session
+                return sp.Ack(seq)
+            case sp.Check(seq, session):
+                if session == 0 or session != self.session:
+                    return sp.Nak(seq, "no_session")
+                return sp.Pong(seq)
             case sp.Ping(seq):
                 return sp.Pong(seq)
             case sp.Fire(seq, gate, duration_ms):

@@ -58,8 +58,8 @@ def test_marked_constants_match_the_python_protocol() -> None:
 
     # Command words: the head word of every message type the Python codec knows.
     samples = {sp.Hello: sp.Hello(), sp.Banner: sp.Banner(1, 4), sp.Fire: sp.Fire(1, 2, 3),
-               sp.Servo: sp.Servo(1, 2, 3, 4), sp.Ping: sp.Ping(1), sp.Pong: sp.Pong(1), sp.Ack: sp.Ack(1),
-               sp.Nak: sp.Nak(1, "x")}
+               sp.Servo: sp.Servo(1, 2, 3, 4), sp.Session: sp.Session(1, 2), sp.Check: sp.Check(1, 2),
+               sp.Ping: sp.Ping(1), sp.Pong: sp.Pong(1), sp.Ack: sp.Ack(1), sp.Nak: sp.Nak(1, "x")}
     assert set(typing.get_args(sp.Message)) == set(samples)
     python_words = {sp.encode(m).split(b"*")[0].split(b" ")[0].decode() for m in samples.values()}
     firmware_words = {v for k, v in c.items() if k.startswith("CMD_")} | {c["BANNER_WORD"]}
@@ -68,6 +68,7 @@ def test_marked_constants_match_the_python_protocol() -> None:
     # Error codes: every NAK reason the simulator sends.
     sim_reasons = set(re.findall(r'sp\.Nak\(\w+, "(\w+)"\)', (REPO / "daemon" / "sim_controller.py").read_text()))
     assert sim_reasons and {v for k, v in c.items() if k.startswith("NAK_")} == sim_reasons
+    assert {sp.NAK_NO_SESSION, sp.NAK_BAD_SESSION} <= sim_reasons
 
     # Numeric limits, as the Python decoder enforces them.
     def ok(line: str) -> bool:
@@ -80,6 +81,7 @@ def test_marked_constants_match_the_python_protocol() -> None:
     assert ok(f"FIRE 1 1 {c['MAX_DURATION_MS']}") and not ok(f"FIRE 1 1 {c['MAX_DURATION_MS'] + 1}")
     assert ok(f"FIRE 1 {c['MAX_GATE']} 1") and not ok(f"FIRE 1 {c['MAX_GATE'] + 1} 1")
     assert ok(f"FIRE {c['MAX_SEQ']} 1 1") and not ok(f"FIRE {c['MAX_SEQ'] + 1} 1 1")
+    assert ok(f"SESSION 1 {c['MAX_SEQ']}") and not ok(f"CHECK 1 {c['MAX_SEQ'] + 1}")
     assert ok(f"SERVO 1 1 {c['MAX_ANGLE_FIELD']} 0") and not ok(f"SERVO 1 1 {c['MAX_ANGLE_FIELD'] + 1} 0")
     assert ok(f"SERVO 1 1 0 {c['MAX_DURATION_MS']}") and not ok(f"SERVO 1 1 0 {c['MAX_DURATION_MS'] + 1}")
     assert c["SERVO_MAX_DEG"] == sp.SERVO_MAX_DEG
@@ -141,6 +143,22 @@ def handwritten_vectors() -> list[bytes]:
         sp.encode(sp.Fire(1, 3, 80)).rstrip(b"\n"),
         sp.encode(sp.Fire(1, 3, 80)).rstrip(b"\n"),  # retransmission: ACK, no second actuation
         sp.encode(sp.Fire(1, 2, 80)).rstrip(b"\n"),  # same seq, other gate: a new command
+        sp.encode(sp.Hello()).rstrip(b"\n"),  # a new connection (a restarted daemon starts its seqs anew)...
+        sp.encode(sp.Fire(1, 3, 80)).rstrip(b"\n"),  # ...so this fires again: not a retransmission
+        sp.encode(sp.Fire(1, 3, 80)).rstrip(b"\n"),  # but its own repeat is one
+        # Session extension: CHECK answers PONG only for the session set since boot.
+        sp.encode(sp.Check(50, 7)).rstrip(b"\n"),  # none yet (a reset board): NAK no_session
+        sp.encode(sp.Session(51, 0)).rstrip(b"\n"),  # NAK bad_session
+        sp.encode(sp.Check(52, 0)).rstrip(b"\n"),  # 0 is never a session
+        sp.encode(sp.Session(53, 7)).rstrip(b"\n"),  # ACK
+        sp.encode(sp.Check(54, 7)).rstrip(b"\n"),  # PONG
+        sp.encode(sp.Check(55, 8)).rstrip(b"\n"),  # another session: NAK no_session
+        sp.encode(sp.Hello()).rstrip(b"\n"),  # HELLO keeps the session (only a reset loses it)
+        sp.encode(sp.Check(56, 7)).rstrip(b"\n"),
+        with_crc(b"SESSION 57"),
+        with_crc(b"SESSION 58 1 2"),
+        with_crc(b"CHECK 59 65536"),
+        with_crc(b"CHECK 60 -1"),
         sp.encode(sp.Fire(2, 7, 80)).rstrip(b"\n"),  # NAK bad_gate
         with_crc(b"FIRE 3 0 80"),  # gate 0: NAK bad_gate
         with_crc(b"FIRE 4 256 80"),  # beyond 255: malformed
@@ -207,7 +225,7 @@ def fuzz_vectors(n: int, seed: int = 5) -> list[bytes]:
     """Random bodies built from the grammar's pieces, mostly with a correct checksum."""
     rng = random.Random(seed)
     heads = ["HELLO", "FIRE", "PING", "PONG", "ACK", "NAK", sp.BANNER_WORD, "FIRE", "FIRE", "fire", "XYZ", "",
-             "SERVO", "SERVO"]
+             "SERVO", "SERVO", "SESSION", "CHECK"]
     words = ["1", "2", "3", "4", "5", "0", "80", "10000", "10001", "255", "256", "65535", "65536", "007",
              "1234567", "bad_gate", "a", "-1", "1.5", "", "12", "180", "181", "999", "1000"]
     out = []
@@ -359,8 +377,10 @@ def test_sketch_drives_pins_and_servos(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=10).stdout.splitlines()
     assert out[0] == "closed 0 0 0 10"  # solenoids low, servo at its closed angle
-    replies = (sp.encode(sp.Banner(1, 4)) + sp.encode(sp.Ack(1)) + sp.encode(sp.Ack(2))).decode()
-    assert "\n".join(out[1:4]) == "out " + replies.rstrip("\n")
+    # The banner at boot (unprompted: a connected daemon sees the reset), then the one for HELLO.
+    replies = (sp.encode(sp.Banner(1, 4)) * 2 + sp.encode(sp.Ack(1)) + sp.encode(sp.Ack(2))).decode()
+    assert "\n".join(out[1:5]) == "out " + replies.rstrip("\n")
+    out = out[:1] + out[2:]
     assert out[4] == "open 1 100"  # gate 2 (pin 5) high, gate 4 servo at its open angle
     assert out[5] == "t79 1 100"
     assert out[6] == "t80 0 100"  # the 80 ms pulse ended
@@ -412,8 +432,8 @@ def test_sketch_moves_servos_to_the_commanded_angles(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=10).stdout.splitlines()
-    replies = sp.encode(sp.Ack(1)) + sp.encode(sp.Ack(2)) + sp.encode(sp.Nak(3, "not_servo")) + \
-        sp.encode(sp.Nak(4, "bad_angle"))
-    assert "\n".join(out[:4]) == "out " + replies.decode().rstrip("\n")
-    assert out[4:] == ["t0 135", "t49 135", "t50 45",  # the bin angle for 50 ms, then the new rest angle
+    replies = sp.encode(sp.Banner(1, 4)) + sp.encode(sp.Ack(1)) + sp.encode(sp.Ack(2)) + \
+        sp.encode(sp.Nak(3, "not_servo")) + sp.encode(sp.Nak(4, "bad_angle"))
+    assert "\n".join(out[:5]) == "out " + replies.decode().rstrip("\n")
+    assert out[5:] == ["t0 135", "t49 135", "t50 45",  # the bin angle for 50 ms, then the new rest angle
                        "fire 100", "after 45"]  # plain FIRE: config.h open_deg, back to the rest angle

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from pathlib import Path
 
+import structlog.testing
 from daemon_fixtures import sim, wait_for  # noqa: F401 (pytest fixtures)
 
 from daemon.actuation import ActuationRequest, ActuationResult
@@ -19,6 +21,7 @@ class Sink:
     def __init__(self) -> None:
         self.results: list[ActuationResult] = []
         self.links: list[tuple[bool, str]] = []
+        self.alerts: list[tuple[str, str]] = []
         self.lock = threading.Lock()
 
     def result(self, r: ActuationResult) -> None:
@@ -28,11 +31,19 @@ class Sink:
     def link(self, up: bool, detail: str) -> None:
         self.links.append((up, detail))
 
+    def alert(self, kind: str, message: str) -> None:
+        self.alerts.append((kind, message))
 
-def make(port: Path, sink: Sink, **kw: object) -> SerialActuator:
+    def kinds(self) -> list[str]:
+        return [k for k, _ in self.alerts]
+
+
+def make(port: Path, sink: Sink, servo_rest: dict[int, int] | None = None, rng: random.Random | None = None,
+         **kw: object) -> SerialActuator:
     opts = {"reconnect_delay_s": 0.05, "reconnect_max_delay_s": 0.2, "heartbeat_s": 0.3, **kw}
     s = SerialSettings(port=str(port), **opts)
-    return SerialActuator(s, gates_needed=4, on_result=sink.result, on_link=sink.link).start()
+    return SerialActuator(s, gates_needed=4, on_result=sink.result, on_link=sink.link, servo_rest=servo_rest,
+                          on_alert=sink.alert, rng=rng).start()
 
 
 def req(item: int, gate: int) -> ActuationRequest:
@@ -104,11 +115,11 @@ def test_no_ack_gives_up_after_bounded_retries(sim: SimController) -> None:
 
 def test_never_resends_later_than_max_late(sim: SimController) -> None:
     sink = Sink()
-    act = make(sim.link, sink, ack_timeout_ms=30, retries=5, max_late_ms=10, heartbeat_s=5)
+    act = make(sim.link, sink, ack_timeout_ms=30, retries=1, max_late_ms=40, heartbeat_s=5)
     try:
         assert act.wait_connected(3)
         sim.drop_requests = 10
-        act.fire(req(1, 2))
+        act.fire(ActuationRequest(1, 2, 60, time.monotonic() - 0.02))  # sent 20 ms late: a retry would be 50 ms late
         assert wait_for(lambda: len(sink.results) == 1, 2)
         assert sink.results[0].error == "ack_timeout" and sink.results[0].attempts == 1
     finally:
@@ -269,3 +280,182 @@ def test_servo_gate_that_is_a_solenoid_on_the_controller_is_refused(tmp_path: Pa
     finally:
         act.close()
         sim.stop()
+
+
+# --- restarts, resets, noise (issue 18) -----------------------------------------------------------
+def fire_and_wait(act: SerialActuator, sink: Sink, gates: list[int]) -> None:
+    start = len(sink.results)
+    for i, gate in enumerate(gates):
+        act.fire(req(100 + i, gate))
+    assert wait_for(lambda: len(sink.results) == start + len(gates), 2)
+
+
+def test_a_restarted_daemon_fires_on_a_controller_that_kept_its_state(sim: SimController) -> None:
+    """Native-USB boards do not reset when the port opens: the second daemon run must still fire every gate,
+    even when it happens to use the very same sequence numbers as the first (HELLO starts a new connection)."""
+    for run in range(2):
+        sink = Sink()
+        act = make(sim.link, sink, rng=random.Random(18))  # the same seq start in both runs
+        try:
+            assert act.wait_connected(3)
+            fire_and_wait(act, sink, [1, 3, 2])
+            assert all(r.error is None for r in sink.results)
+        finally:
+            act.close()
+        assert len(sim.fires) == 3 * (run + 1), f"run {run + 1}: acknowledged but not fired"
+    assert [f.seq for f in sim.fires[:3]] == [f.seq for f in sim.fires[3:]]  # the collision really happened
+
+
+def test_a_controller_that_ignores_hello_still_fires_thanks_to_a_random_first_seq(sim: SimController) -> None:
+    """Firmware older than the HELLO rule keeps its table; the random first seq of each connection avoids it."""
+    answer = sim.handle_line
+
+    def old_firmware(line: bytes) -> object:
+        kept = dict(sim._recent)
+        reply = answer(line)
+        sim._recent.update(kept)  # HELLO does not clear anything here
+        return reply
+
+    sim.handle_line = old_firmware  # type: ignore[method-assign]
+    for run in range(2):
+        sink = Sink()
+        act = make(sim.link, sink, rng=random.Random(run))
+        try:
+            assert act.wait_connected(3)
+            fire_and_wait(act, sink, [1, 3, 2])
+        finally:
+            act.close()
+    assert len(sim.fires) == 6
+
+
+def test_an_unprompted_banner_is_a_reset_rehandshake_restores_the_servo_and_alerts(tmp_path: Path) -> None:
+    sim = SimController(tmp_path / "servo", n_gates=4, servo_gates={4}).start()
+    sink = Sink()
+    act = make(sim.link, sink, servo_rest={4: 15})
+    try:
+        assert act.wait_connected(3) and sim.rest_angles[4] == 15
+        time.sleep(0.6)  # past the window in which a banner still answers our HELLO
+        act.fire(req(1, 2))
+        assert wait_for(lambda: len(sink.results) == 1, 2)
+        sim.reset(announce=True)  # brief power loss: servo back at its power-on angle, banner sent
+        assert sim.rest_angles[4] == 0
+        assert wait_for(lambda: "controller_reset" in sink.kinds(), 2), sink.alerts
+        assert wait_for(lambda: sim.rest_angles[4] == 15, 2)  # the daemon restored the rest angle
+        assert "banner unprompted" in sink.alerts[-1][1] and "servo rest angles restored" in sink.alerts[-1][1]
+        assert act.connected and act.resets == 1
+        assert not any(not up for up, _ in sink.links)  # a reset, not a lost link
+        act.fire(req(2, 3))
+        assert wait_for(lambda: len(sink.results) == 2 and sink.results[-1].acked is not None, 2)
+        assert [f.gate for f in sim.fires] == [2, 3]
+    finally:
+        act.close()
+        sim.stop()
+
+
+def test_a_silent_reset_is_seen_by_the_session_check(tmp_path: Path) -> None:
+    sim = SimController(tmp_path / "silent", n_gates=4, servo_gates={4}).start()
+    sink = Sink()
+    act = make(sim.link, sink, servo_rest={4: 15}, heartbeat_s=0.2)
+    try:
+        assert act.wait_connected(3)
+        sim.reset(announce=False)  # 0.2 s brown-out whose banner was lost
+        assert wait_for(lambda: "controller_reset" in sink.kinds(), 2), sink.alerts
+        assert "lost its session" in sink.alerts[-1][1]
+        assert wait_for(lambda: sim.rest_angles[4] == 15 and sim.session != 0, 2)
+        time.sleep(0.5)  # the new session holds: no second reset alert
+        assert sink.kinds().count("controller_reset") == 1 and act.connected
+    finally:
+        act.close()
+        sim.stop()
+
+
+def test_firmware_without_sessions_keeps_working_on_plain_ping(sim: SimController) -> None:
+    answer = sim.handle_line
+    seen: list[bytes] = []
+
+    def old_firmware(line: bytes) -> object:
+        seen.append(line.split(b" ")[0])
+        return None if line.startswith((b"SESSION", b"CHECK")) else answer(line)
+
+    sim.handle_line = old_firmware  # type: ignore[method-assign]
+    sink = Sink()
+    act = make(sim.link, sink, heartbeat_s=0.2)
+    try:
+        assert act.wait_connected(3)
+        time.sleep(0.8)
+        assert act.connected and not any(not up for up, _ in sink.links)
+        assert b"PING" in seen and b"CHECK" not in seen
+    finally:
+        act.close()
+
+
+def test_a_hung_controller_on_a_noisy_line_is_detected(sim: SimController) -> None:
+    """Line noise is no sign of life: only a valid reply resets the heartbeat."""
+    sink = Sink()
+    act = make(sim.link, sink, heartbeat_s=0.2)
+    stop = threading.Event()
+
+    def noise() -> None:
+        while not stop.wait(0.02):
+            sim.write(b"\x00garbage\xff*ZZ\n")
+
+    try:
+        assert act.wait_connected(3)
+        sim.drop_requests = 1_000_000  # hung: answers nothing...
+        threading.Thread(target=noise, daemon=True).start()  # ...while the line picks up noise
+        t0 = time.monotonic()
+        assert wait_for(lambda: any(not up and "PONG" in d for up, d in sink.links), 2)
+        assert time.monotonic() - t0 < 1.5  # heartbeat_s 0.2: a probe, then 0.2 s without any valid reply
+    finally:
+        stop.set()
+        act.close()
+
+
+def test_malformed_lines_are_counted_logged_sparingly_and_alerted_once(sim: SimController) -> None:
+    sink = Sink()
+    act = make(sim.link, sink, heartbeat_s=5)
+    try:
+        assert act.wait_connected(3)
+        with structlog.testing.capture_logs() as logs:
+            for i in range(60):
+                sim.write(b"ACK %d*00\n" % i)  # wrong checksum
+            assert wait_for(lambda: act.malformed_lines == 60, 2)
+            fire_and_wait(act, sink, [1])  # the link still works
+        warnings = [e for e in logs if e["event"] == "serial_malformed_line"]
+        assert len(warnings) == 1 and warnings[0]["total"] == 1
+        assert sink.kinds() == ["serial_noise"]
+        assert sink.results[-1].error is None
+    finally:
+        act.close()
+
+
+def test_a_lost_fire_is_retried_in_time_with_the_default_settings(sim: SimController) -> None:
+    sink = Sink()
+    act = make(sim.link, sink)  # default ack_timeout_ms, retries, max_late_ms
+    try:
+        assert act.wait_connected(3)
+        sim.drop_requests = 1
+        act.fire(req(1, 2))
+        assert wait_for(lambda: len(sink.results) == 1, 2)
+        r = sink.results[0]
+        assert r.error is None and r.attempts == 2, r
+        assert len(sim.fires) == 1
+        assert sim.fires[0].t_monotonic - r.request.due <= SerialSettings().max_late_ms / 1000 + 0.005
+    finally:
+        act.close()
+
+
+def test_a_controller_that_stays_mute_after_its_reset_is_a_lost_link(sim: SimController) -> None:
+    sink = Sink()
+    act = make(sim.link, sink, handshake_timeout_s=0.5)
+    try:
+        assert act.wait_connected(3)
+        time.sleep(0.6)
+        sim.drop_requests = 1_000_000  # it restarts, announces itself, then answers nothing
+        sim.reset(announce=True)
+        assert wait_for(lambda: any(not up and "after controller reset" in d for up, d in sink.links), 3)
+        assert "controller_reset" in sink.kinds() and not act.connected
+        sim.drop_requests = 0
+        assert act.wait_connected(3) and sink.links[-1][0] is True  # reconnected as after any loss
+    finally:
+        act.close()

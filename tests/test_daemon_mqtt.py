@@ -118,9 +118,14 @@ def test_username_and_password_file(tmp_path: Path) -> None:
         assert good.wait_connected(5)
         good.stop()
         secret.write_text("wrong\n")
-        bad = EventPublisher(settings_for(b, username="sorter", password_file=secret)).start()
-        assert not bad.wait_connected(1.5)
+        links: list[tuple[bool, str]] = []
+        bad = EventPublisher(settings_for(b, username="sorter", password_file=secret),
+                             on_link=lambda up, d: links.append((up, d))).start()
+        assert not bad.wait_connected(3.5)  # paho retries every second: 3 or 4 refused logins...
         bad.stop(flush_timeout_s=0.1)
+        assert len(links) == 1 and links[0][0] is False, links  # ...one report for the outage
+        assert "not authorised" in links[0][1] and "password_file" in links[0][1]
+        assert "wrong" not in links[0][1]
     finally:
         b.stop()
 
@@ -151,5 +156,40 @@ def test_tls_with_a_private_ca(tmp_path: Path) -> None:
         plain = EventPublisher(settings_for(b)).start()  # no TLS: the broker must refuse
         assert not plain.wait_connected(1.0)
         plain.stop(flush_timeout_s=0.1)
+        ssl_cmd("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                "-subj", "/CN=other-ca", "-keyout", "other.key", "-out", "other.crt")
+        links: list[tuple[bool, str]] = []
+        untrusted = EventPublisher(settings_for(b, tls=True, ca_file=tmp_path / "other.crt"),
+                                   on_link=lambda up, d: links.append((up, d))).start()
+        assert not untrusted.wait_connected(2.5)
+        untrusted.stop(flush_timeout_s=0.1)
+        assert len(links) == 1 and links[0][0] is False, links  # once per outage, with the cause named
+        assert "certificate" in links[0][1] and "not trusted" in links[0][1] and "ca_file" in links[0][1]
     finally:
         b.stop()
+
+
+def test_restored_only_after_a_loss_and_after_the_queued_alerts(broker: Broker, collector: Collector) -> None:
+    """A subscriber must see broker_lost (queued during the outage) before broker_restored, and no
+    broker_restored at a start without a loss."""
+    pub: EventPublisher | None = None
+
+    def on_link(up: bool, detail: str) -> None:
+        assert pub is not None
+        pub.publish("alerts", {"kind": "broker_restored" if up else "broker_lost"})
+
+    pub = EventPublisher(settings_for(broker), on_link=on_link).start()
+    try:
+        assert pub.wait_connected(5)
+        pub.publish("alerts", {"kind": "marker"})
+        assert wait_for(lambda: len(collector.on("alerts")) == 1, 5)
+        broker.stop()
+        assert wait_for(lambda: not pub.connected, 5)
+        for i in range(20):
+            pub.publish("items", {"seq": i})
+        broker.start()
+        assert wait_for(lambda: len(collector.on("alerts")) == 3, 15)
+        time.sleep(0.3)
+        assert [a["kind"] for a in collector.on("alerts")] == ["marker", "broker_lost", "broker_restored"]
+    finally:
+        pub.stop(flush_timeout_s=2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from daemon import serial_protocol as sp
@@ -18,7 +20,8 @@ def test_crc8_matches_the_published_check_value() -> None:
     "msg",
     [sp.Hello(), sp.Banner(1, 4), sp.Fire(1, 2, 80), sp.Fire(65535, 255, 10000), sp.Ping(7), sp.Pong(7),
      sp.Ack(42), sp.Nak(42, "bad_gate"), sp.Servo(3, 4, 135, 120), sp.Servo(65535, 255, 999, 10000),
-     sp.Servo(1, 1, 0, 0), sp.Nak(3, "not_servo")],
+     sp.Servo(1, 1, 0, 0), sp.Nak(3, "not_servo"), sp.Session(9, 65535), sp.Check(10, 1),
+     sp.Nak(10, sp.NAK_NO_SESSION)],
 )
 def test_every_message_round_trips(msg: sp.Message) -> None:
     wire = sp.encode(msg)
@@ -128,3 +131,44 @@ def test_simulator_answers_the_grammar(tmp_path) -> None:
         assert sim.malformed == 1
     finally:
         sim.stop()
+
+
+def test_hello_starts_a_new_connection_so_old_sequence_numbers_fire_again(tmp_path) -> None:
+    """A controller that kept its state over a daemon restart must not take the new FIREs for retransmissions."""
+    sim = SimController(tmp_path / "link", n_gates=4)
+    try:
+        for _ in range(2):  # two daemon runs, each starting with HELLO and the same sequence numbers
+            assert sim.handle_line(sp.encode(sp.Hello())) == sp.Banner(sp.PROTOCOL_VERSION, 4)
+            assert sim.handle_line(sp.encode(sp.Fire(1, 3, 80))) == sp.Ack(1)
+            assert sim.handle_line(sp.encode(sp.Fire(1, 3, 80))) == sp.Ack(1)  # a retransmission within the run
+        assert [(f.seq, f.gate) for f in sim.fires] == [(1, 3), (1, 3)]
+    finally:
+        sim.stop()
+
+
+def test_session_survives_hello_but_not_a_reset(tmp_path) -> None:
+    sim = SimController(tmp_path / "link", n_gates=4, servo_gates={4})
+    try:
+        assert sim.handle_line(sp.encode(sp.Check(1, 9))) == sp.Nak(1, sp.NAK_NO_SESSION)
+        assert sim.handle_line(sp.encode(sp.Session(2, 0))) == sp.Nak(2, sp.NAK_BAD_SESSION)
+        assert sim.handle_line(sp.encode(sp.Session(3, 9))) == sp.Ack(3)
+        assert sim.handle_line(sp.encode(sp.Check(4, 9))) == sp.Pong(4)
+        assert sim.handle_line(sp.encode(sp.Check(5, 8))) == sp.Nak(5, sp.NAK_NO_SESSION)
+        assert sim.handle_line(sp.encode(sp.Hello())) is not None
+        assert sim.handle_line(sp.encode(sp.Check(6, 9))) == sp.Pong(6)
+        assert sim.handle_line(sp.encode(sp.Servo(7, 4, 30, 0))) == sp.Ack(7)
+        sim.reset(announce=False)
+        assert sim.handle_line(sp.encode(sp.Check(8, 9))) == sp.Nak(8, sp.NAK_NO_SESSION)
+        assert sim.rest_angles == {4: 0}  # the rest angle was RAM too
+    finally:
+        sim.stop()
+
+
+def test_every_example_line_in_the_protocol_document_is_exact() -> None:
+    """The documented bytes (with their checksums) are what the codec sends and accepts."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "serial-protocol.md").read_text()
+    lines = [ln[2:].split("  ")[0].strip() for ln in doc.splitlines() if ln.startswith(("> ", "< "))]
+    assert len(lines) >= 20
+    for line in lines:
+        msg = sp.decode(line.encode())
+        assert sp.encode(msg) == line.encode() + b"\n"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from daemon.settings import ConfigError, load_settings
+from daemon.settings import ConfigError, SerialSettings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "daemon" / "defaults" / "example.toml"
@@ -116,7 +117,7 @@ def test_missing_secret_files_are_caught_by_check_config(tmp_path: Path) -> None
     )
     with pytest.raises(ConfigError) as e:
         load_settings(p)
-    assert "mqtt.password_file: Value error, file not found" in str(e.value)
+    assert "mqtt.password_file: file not found" in str(e.value)
     assert "mqtt.ca_file" in str(e.value)
 
 
@@ -180,3 +181,47 @@ def test_camera_controls_validate(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as e:
             load_settings(p)
         assert expected in str(e.value), (toml, str(e.value))
+
+
+def test_default_serial_timing_lets_a_retry_happen_before_the_deadline() -> None:
+    s = load_settings(EXAMPLE).serial
+    assert s.retries >= 1 and s.retries * s.ack_timeout_ms <= s.max_late_ms
+    d = SerialSettings()
+    assert d.retries >= 1 and d.retries * d.ack_timeout_ms <= d.max_late_ms
+
+
+def test_retries_that_can_never_be_sent_are_refused_by_check_config(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[serial]\nack_timeout_ms = 50\nretries = 2\nmax_late_ms = 20\n")  # the old defaults
+    r = subprocess.run([sys.executable, "-m", "daemon", "check-config", str(p)],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stdout
+    assert "serial.retries = 2 can never all be sent" in r.stderr and "at most 0 fit" in r.stderr
+    assert "Traceback" not in r.stderr
+    p.write_text("[serial]\nack_timeout_ms = 10\nretries = 2\nmax_late_ms = 20\n")
+    assert load_settings(p).serial.retries == 2
+
+
+@pytest.mark.parametrize("key", ["password", "pass", "mqtt_pw", "login"])
+def test_an_inline_secret_never_appears_in_the_error(tmp_path: Path, key: str) -> None:
+    secret = "Tr0ub4dor&3-zebra"
+    p = tmp_path / "c.toml"
+    p.write_text(f"[mqtt]\nusername = 'sorter'\n{key} = '{secret}'\n")
+    r = subprocess.run([sys.executable, "-m", "daemon", "check-config", str(p)],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and f"mqtt.{key}" in r.stderr  # the key is named...
+    assert secret not in r.stderr + r.stdout  # ...its value never shown
+    env = {**os.environ, "WASTESORT_MQTT__PASSWORD": secret}
+    p.write_text("[mqtt]\nusername = 'sorter'\n")
+    r = subprocess.run([sys.executable, "-m", "daemon", "check-config", str(p)],
+                       cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2 and "mqtt.password" in r.stderr and secret not in r.stderr + r.stdout
+    assert "password_file" in r.stderr  # where it belongs
+
+
+def test_a_password_typed_as_password_file_is_not_echoed(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[mqtt]\nusername = 'sorter'\npassword_file = 'hunter2-secret'\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    assert "mqtt.password_file: file not found" in str(e.value) and "hunter2-secret" not in str(e.value)

@@ -1,7 +1,7 @@
 // wastesort reference gate controller: N solenoid or servo gates driven over USB serial.
 //
-// Speaks docs/serial-protocol.md (version 1 with the SERVO extension). All protocol logic lives in protocol.h, which
-// has no Arduino dependency and is tested on the PC against the daemon's own Python codec
+// Speaks docs/serial-protocol.md (version 1 with the SERVO and session extensions). All protocol
+// logic lives in protocol.h, which has no Arduino dependency and is tested on the PC against the daemon's own Python codec
 // and simulator (tests/test_calibration_firmware.py). This file only does the I/O: serial
 // bytes in, reply lines out, pins and servos, and closing each gate when its pulse ends.
 #include <Servo.h>
@@ -53,7 +53,7 @@ static void move_servo(uint8_t gate, uint16_t angle_deg, uint16_t hold_ms, void*
 
 static ws::Controller controller(WS_N_GATES, ws::PROTOCOL_VERSION, fire_gate, 0, is_servo, move_servo);
 static ws::LineReader reader;
-static char reply[40];  // the longest reply, the banner, is 26 bytes
+static char reply[40];  // the longest reply, the banner, is 26 bytes (NAK ... bad_session: 25)
 
 void setup() {
     for (uint8_t i = 0; i < WS_N_GATES; ++i) {
@@ -67,7 +67,10 @@ void setup() {
     }
     pinMode(LED_BUILTIN, OUTPUT);
     Serial.begin(WS_BAUD);
-    // Nothing is sent unprompted: the daemon starts every connection with HELLO.
+    // The banner, unprompted: a daemon that is already connected learns that this board has just
+    // (re)started, so it says HELLO again and restores the servo rest angles lost with the RAM.
+    size_t n = controller.banner(reply, sizeof reply);
+    Serial.write((const uint8_t*)reply, n);
 }
 
 void loop() {

@@ -1,5 +1,5 @@
-// Gate controller side of the wastesort serial protocol, version 1 with the SERVO extension
-// (docs/serial-protocol.md).
+// Gate controller side of the wastesort serial protocol, version 1 with the SERVO and session
+// extensions (docs/serial-protocol.md).
 //
 // Plain C++11 with no Arduino dependency, so that the same code runs on the board and on a
 // PC, where tests/test_calibration_firmware.py compiles it and replays the Python codec's
@@ -20,6 +20,8 @@ static const char BANNER_WORD[] = "WASTESORT-GATE";
 static const char CMD_HELLO[] = "HELLO";
 static const char CMD_FIRE[] = "FIRE";
 static const char CMD_SERVO[] = "SERVO";
+static const char CMD_SESSION[] = "SESSION";
+static const char CMD_CHECK[] = "CHECK";
 static const char CMD_PING[] = "PING";
 static const char CMD_PONG[] = "PONG";
 static const char CMD_ACK[] = "ACK";
@@ -27,6 +29,8 @@ static const char CMD_NAK[] = "NAK";
 static const char NAK_BAD_GATE[] = "bad_gate";
 static const char NAK_NOT_SERVO[] = "not_servo";
 static const char NAK_BAD_ANGLE[] = "bad_angle";
+static const char NAK_NO_SESSION[] = "no_session";
+static const char NAK_BAD_SESSION[] = "bad_session";
 static const uint16_t MAX_LINE_BYTES = 128;
 static const uint32_t MAX_SEQ = 65535;
 static const uint32_t MAX_GATE = 255;
@@ -57,12 +61,13 @@ inline uint8_t crc8(const uint8_t* data, size_t len) {
     return crc;
 }
 
-enum MsgType { MSG_HELLO, MSG_BANNER, MSG_FIRE, MSG_SERVO, MSG_PING, MSG_PONG, MSG_ACK, MSG_NAK };
+enum MsgType { MSG_HELLO, MSG_BANNER, MSG_FIRE, MSG_SERVO, MSG_SESSION, MSG_CHECK, MSG_PING, MSG_PONG, MSG_ACK,
+               MSG_NAK };
 
 struct Message {
     MsgType type;
     uint32_t a;  // BANNER: version; FIRE/SERVO/PING/PONG/ACK/NAK: seq
-    uint32_t b;  // BANNER: n_gates; FIRE/SERVO: gate
+    uint32_t b;  // BANNER: n_gates; FIRE/SERVO: gate; SESSION/CHECK: session
     uint32_t c;  // FIRE: duration_ms; SERVO: hold_ms
     uint32_t d;  // SERVO: angle_deg
     const uint8_t* reason;  // NAK: points into the decoded line
@@ -169,6 +174,11 @@ inline bool decode(const uint8_t* line, size_t len, Message& msg) {
                parse_uint(words[3], lens[3], MAX_ANGLE_FIELD, msg.d) &&
                parse_uint(words[4], lens[4], MAX_DURATION_MS, msg.c);
     }
+    if (word_is(head, head_len, CMD_SESSION) || word_is(head, head_len, CMD_CHECK)) {
+        msg.type = word_is(head, head_len, CMD_SESSION) ? MSG_SESSION : MSG_CHECK;
+        return args == 2 && parse_uint(words[1], lens[1], MAX_SEQ, msg.a) &&
+               parse_uint(words[2], lens[2], MAX_SEQ, msg.b);
+    }
     if (word_is(head, head_len, CMD_NAK)) {
         msg.type = MSG_NAK;
         if (args != 2 || !parse_uint(words[1], lens[1], MAX_SEQ, msg.a)) return false;
@@ -221,15 +231,20 @@ typedef void (*ServoFn)(uint8_t gate, uint16_t angle_deg, uint16_t hold_ms, void
 typedef bool (*IsServoFn)(uint8_t gate, void* context);
 
 // The controller's duties (docs/serial-protocol.md, "Controller duties"), exactly as
-// daemon/sim_controller.py's handle_line: banner, pong, fire/servo + ack, retransmission without
-// acting again, NAK bad_gate / not_servo / bad_angle; malformed lines and replies get no answer.
+// daemon/sim_controller.py's handle_line: banner (and HELLO forgets every remembered command, so a
+// restarted daemon's sequence numbers are never taken for retransmissions), pong, fire/servo + ack,
+// retransmission without acting again, NAK bad_gate / not_servo / bad_angle, SESSION/CHECK (a reset
+// loses the session: CHECK then gets NAK no_session); malformed lines and replies get no answer.
 // Without is_servo/servo every SERVO gets NAK not_servo (a controller with solenoids only).
 class Controller {
   public:
     Controller(uint8_t n_gates, uint16_t version, FireFn fire, void* context, IsServoFn is_servo = 0,
                ServoFn servo = 0)
         : n_gates_(n_gates), version_(version), fire_(fire), servo_(servo), is_servo_(is_servo),
-          context_(context), malformed_(0), count_(0), next_(0) {}
+          context_(context), malformed_(0), session_(0), count_(0), next_(0) {}
+
+    // The banner line, also sent unprompted at boot so that the daemon sees a reset at once.
+    size_t banner(char* out, size_t cap) const { return encode_banner(version_, n_gates_, out, cap); }
 
     // Handle one line (without '\n'); write the reply line into out, return its length (0: no reply).
     size_t handle_line(const uint8_t* line, size_t len, char* out, size_t cap) {
@@ -239,7 +254,17 @@ class Controller {
             return 0;
         }
         switch (m.type) {
-            case MSG_HELLO: return encode_banner(version_, n_gates_, out, cap);
+            case MSG_HELLO:
+                count_ = 0;  // a new connection: nothing of an earlier one is a retransmission
+                next_ = 0;
+                return banner(out, cap);
+            case MSG_SESSION:
+                if (m.b == 0) return encode_nak(m.a, NAK_BAD_SESSION, out, cap);
+                session_ = (uint16_t)m.b;
+                return encode_ack(m.a, out, cap);
+            case MSG_CHECK:
+                if (m.b == 0 || m.b != session_) return encode_nak(m.a, NAK_NO_SESSION, out, cap);
+                return encode_pong(m.a, out, cap);
             case MSG_PING: return encode_pong(m.a, out, cap);
             case MSG_FIRE: return fire(m, out, cap);
             case MSG_SERVO: return servo(m, out, cap);
@@ -295,6 +320,7 @@ class Controller {
     IsServoFn is_servo_;
     void* context_;
     uint32_t malformed_;
+    uint16_t session_;  // 0 after boot: RAM only, so that a reset is visible to CHECK
     uint16_t seq_[WS_RECENT_FIRES];
     uint8_t type_[WS_RECENT_FIRES];
     uint8_t gate_[WS_RECENT_FIRES];
