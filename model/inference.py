@@ -23,7 +23,7 @@ from torch import nn
 
 from .checkpoint import StudentCheckpoint, load_checkpoint
 from .preprocess import PreprocessConfig, preprocess_bgr
-from .student import DistilledViT
+from .student import DistilledViT, inference_logits
 from .unknown import prepare_params, softmax, unknown_scores
 
 DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "default.pt"
@@ -48,7 +48,7 @@ class InferenceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cls_feat, dist_feat = self.student.forward_features(x)
-        logits = (self.student.head(cls_feat) + self.student.head_dist(dist_feat)) / 2
+        logits = inference_logits((self.student.head(cls_feat), self.student.head_dist(dist_feat)))
         return logits, cls_feat
 
 

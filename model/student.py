@@ -33,6 +33,14 @@ class PatchEmbedding(nn.Module):
         return self.proj(patches)
 
 
+def inference_logits(out: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The one rule for a distilled model's prediction: the mean of its class and distillation heads
+    (DeiT); a one-head model's logits pass through."""
+    if isinstance(out, tuple):
+        return (out[0] + out[1]) / 2
+    return out
+
+
 class ConvStemEmbedding(nn.Module):
     """Cut the image into stride-sized cells with a pretrained CNN stem, project each cell to d_model.
 
@@ -141,7 +149,7 @@ class DistilledViT(nn.Module):
         cls_logits, dist_logits = self.head(cls_feat), self.head_dist(dist_feat)
         if self.training:
             return cls_logits, dist_logits
-        return (cls_logits + dist_logits) / 2
+        return inference_logits((cls_logits, dist_logits))
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Final class-token and distillation-token features, each (B, d_model)."""

@@ -22,7 +22,7 @@ from model.checkpoint import save_checkpoint
 from model.config import StudentConfig
 from model.loss import DistillationLoss
 from model.preprocess import PreprocessConfig
-from model.student import DistilledViT
+from model.student import DistilledViT, inference_logits
 from model.teacher import DEFAULT_TEACHER, TEACHER_INPUTS
 from model.unknown import METHODS
 
@@ -112,7 +112,7 @@ def run_epoch(
         sched.step()
         seen += len(y)
         loss_sum += float(loss.detach()) * len(y)
-        correct += int((((cls_logits + dist_logits) / 2).argmax(1) == y).sum())
+        correct += int((inference_logits((cls_logits, dist_logits)).argmax(1) == y).sum())
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
     return loss_sum / max(seen, 1), correct / max(seen, 1)
 
@@ -121,6 +121,8 @@ def _student(args: argparse.Namespace, names: list[str], run_dir: Path) -> Disti
     init = args.init or (run_dir / "meta_student.pt")
     if init.is_file():
         d = torch.load(init, map_location="cpu", weights_only=True)
+        if list(d.get("class_names", names)) != list(names):  # same classes, same order, or the heads mean other things
+            raise ValueError(f"student init {init} has classes {list(d['class_names'])}, the data has {names} (same names in the same order needed)")
         model = DistilledViT(StudentConfig.from_dict(d["config"]))
         model.load_state_dict(d["state_dict"])
         log.info("student initialised from %s", init)

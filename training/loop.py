@@ -17,6 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
+from model.student import inference_logits
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -120,9 +122,7 @@ def predict_logits(model: Callable[[torch.Tensor], torch.Tensor], loader: DataLo
     """(logits, labels) over a loader, model in eval mode."""
     outs, ys = [], []
     for x, y in loader:
-        out = model(x.to(device))
-        if isinstance(out, tuple):
-            out = (out[0] + out[1]) / 2
+        out = inference_logits(model(x.to(device)))
         outs.append(out.float().cpu())
         ys.append(y)
     return torch.cat(outs), torch.cat(ys)

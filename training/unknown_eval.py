@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from model.config import StudentConfig
 from model.preprocess import PreprocessConfig
-from model.student import DistilledViT
+from model.student import DistilledViT, inference_logits
 from model.unknown import METHODS, raw_scores, softmax
 
 from .augment import belt_augmentation
@@ -68,7 +68,7 @@ def train_small(train: list[Sample], k: int, pre: PreprocessConfig, args: argpar
             opt.step()
             sched.step()
             loss_sum += float(loss.detach()) * len(y)
-            correct += int((((a + b) / 2).argmax(1) == y).sum())
+            correct += int((inference_logits((a, b)).argmax(1) == y).sum())
             seen += len(y)
         log.info("holdout-train epoch %d: loss %.3f, training accuracy %.3f", epoch + 1, loss_sum / seen, correct / seen)  # a run that fails to learn shows here
     return model.eval()
