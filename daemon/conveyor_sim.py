@@ -32,7 +32,7 @@ class BeltStyle:
     drift: float = 0.0  # lighting gain varies by +-drift over the run (0.1 = +-10 %)
     drift_period_s: float = 8.0
     split_every: int = 0  # every k-th item (0: none) is a split item (see the module docstring)
-    split_bar: float = 0.35  # height of each bar of a split item, as a share of the item height
+    split_gap_px: int = 16  # belt-coloured gap between the two bars of a split item
     split_bridge: float = 0.2  # width of the bridge, as a share of the item width
     close_delta: int = 8  # how much brighter than the belt the belt-like parts of a split item are
 
@@ -109,7 +109,7 @@ def belt_background(width: int, height: int, seed: int = 0, texture: int = 0) ->
 def split_sprite(sprite: np.ndarray, style: BeltStyle) -> np.ndarray:
     """The photo as a sideways H: top and bottom bars joined by a central bridge, the rest belt-coloured."""
     h, w = sprite.shape[:2]
-    bar = max(1, round(h * style.split_bar))
+    bar = max(1, (h - style.split_gap_px) // 2)
     half_bridge = max(1, round(w * style.split_bridge / 2))
     out = np.full_like(sprite, BELT_GRAY + style.close_delta)
     out[:bar] = sprite[:bar]
