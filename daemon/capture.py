@@ -28,7 +28,7 @@ import structlog
 from daemon.camera_controls import apply_controls, configured_controls, describe_ignored
 from daemon.metrics import PipelineMetrics
 from daemon.repeat_alarm import RepeatAlarm
-from daemon.settings import CameraSettings
+from daemon.settings import CameraSettings, source_kind
 
 log = structlog.get_logger(__name__)
 
@@ -96,11 +96,7 @@ class FrameSlot:
 
 def classify_source(source: str) -> str:
     """'camera' (index or device), 'stream' (URL), 'file' (video) or 'folder' (images)."""
-    if source.isdigit() or source.startswith("/dev/"):
-        return "camera"
-    if "://" in source:
-        return "stream"
-    return "folder" if Path(source).is_dir() else "file"
+    return source_kind(source)
 
 
 class FrameReader(Protocol):

@@ -21,6 +21,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def source_kind(source: str) -> Literal["camera", "stream", "file", "folder"]:
+    """'camera' (index or device), 'stream' (URL), 'file' (video) or 'folder' (images)."""
+    if source.isdigit() or source.startswith("/dev/"):
+        return "camera"
+    if "://" in source:
+        return "stream"
+    return "folder" if Path(source).is_dir() else "file"
+
+
 class CameraSettings(_Section):
     """Where frames come from: camera index ("0"), device path, RTSP/HTTP URL, video file or image folder."""
 
@@ -39,6 +48,15 @@ class CameraSettings(_Section):
     exposure: float | None = None
     auto_white_balance: bool | None = None
     white_balance_temperature: float | None = Field(None, ge=0)
+
+    @field_validator("source")
+    @classmethod
+    def _file_or_folder_exists(cls, v: str) -> str:
+        # A camera may be plugged in and a stream may come up later (both are retried); a video file or
+        # image folder that is not there is a typing error in the configuration.
+        if source_kind(v) in ("file", "folder") and not Path(v).exists():
+            raise ValueError(f"no such video file or image folder: {v}")
+        return v
 
     @model_validator(mode="after")
     def _manual_values_need_manual_mode(self) -> CameraSettings:

@@ -109,10 +109,11 @@ def test_realtime_paces_at_file_fps_and_drops_for_a_slow_worker(tmp_path: Path) 
     assert stamps[-1] - stamps[0] >= 0.8  # timestamps follow the real-time pacing
 
 
-def test_missing_source_is_retried_with_alerts_then_recovers(tmp_path: Path) -> None:
-    path = tmp_path / "late.avi"
+def test_a_video_file_that_vanishes_after_start_up_is_retried_with_alerts_then_recovers(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "late.avi", 2)
     slot, m, alerts = FrameSlot(), PipelineMetrics(), Alerts()
     s = CameraSettings(source=str(path), realtime=False, reconnect_delay_s=0.1, reconnect_max_delay_s=0.2)
+    path.unlink()  # configured while it was there (a missing file is a configuration error), then moved away
     cap = CaptureThread(s, slot, m, alerts).start()
     assert wait_for(lambda: len(alerts.items) >= 2, 3)
     assert all(k == "camera_lost" for k, _ in alerts.items)
