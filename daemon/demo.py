@@ -131,8 +131,13 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any]:
             f"{f' ({reasons})' if reasons else ''}; accuracy {acc} ({correct}/{len(known)})\n"
             f"actuations acknowledged {summary.actuations_ok}, errors {summary.actuation_errors or 'none'}\n"
             f"{summary.processing_fps:.1f} fps processed, {summary.dropped_frames} frames dropped; "
-            f"capture->decision latency p50 {summary.latency_p50_ms} ms, p99 {summary.latency_p99_ms} ms; "
-            f"gate timing error p99 {summary.fire_error_p99_ms} ms",
+            f"capture->decision latency p50 {one_decimal(summary.latency_p50_ms)}, "
+            f"p99 {one_decimal(summary.latency_p99_ms)}; gate timing error p99 {one_decimal(summary.fire_error_p99_ms)}",
             file=out,
         )
     return result
+
+
+def one_decimal(ms: float | None) -> str:
+    """A latency for people: tenths of a millisecond are all a belt run can tell apart (the JSON keeps more)."""
+    return "n/a" if ms is None else f"{ms:.1f} ms"
