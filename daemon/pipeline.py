@@ -137,8 +137,13 @@ class Pipeline:
         """Block until the source ended (file played to the end, or capture given up)."""
         return self._worker_done.wait(timeout_s)
 
-    def stop(self) -> RunSummary:
-        """Orderly stop: no new frames, fire the actuations already due, flush MQTT, publish ``stopped``."""
+    def stop(self, drain_timeout_s: float | None = None) -> RunSummary:
+        """Orderly stop: no new frames, fire the scheduled actuations, flush MQTT, publish ``stopped``.
+
+        Scheduled actuations are fired at their due time if it comes within ``drain_timeout_s`` (default:
+        the longest gate distance / belt speed + 0.5 s, so every item already decided reaches its gate);
+        any left are reported with error ``shutdown`` (published and counted), never dropped silently.
+        """
         if self._stopped:
             return self.summary()
         self._stopped = True
@@ -147,8 +152,9 @@ class Pipeline:
             self.capture.stop()
         self._worker.join(timeout=10)
         s = self.s
-        drain_s = max(g.distance_mm for g in s.gates.values()) / s.belt.speed_mm_s + 0.5
-        self.scheduler.stop(drain_timeout_s=drain_s)
+        if drain_timeout_s is None:
+            drain_timeout_s = max(g.distance_mm for g in s.gates.values()) / s.belt.speed_mm_s + 0.5
+        self.scheduler.stop(drain_timeout_s=drain_timeout_s)
         if self.actuator is not None:
             self.actuator.close(ack_wait_s=1.0)
         if self.health is not None:
