@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--items", type=int, default=30, help="items on the rendered belt (pipeline)")
+    p.add_argument("--repeat", type=int, default=1, help="pipeline: also run the real-time mode this many times and report the spread")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md and docs/benchmarks.json")
     args = p.parse_args(argv)
@@ -63,7 +64,12 @@ def main(argv: list[str] | None = None) -> int:
 
             from daemon.settings import ClassifySettings
 
-            result["pipeline"] = run_pipeline_bench(args.items, args.model, ClassifySettings.model_fields["backend"].default)
+            backend = ClassifySettings.model_fields["backend"].default
+            result["pipeline"] = run_pipeline_bench(args.items, args.model, backend)
+            if args.repeat > 1:
+                from .pipeline import run_pipeline_spread
+
+                result["pipeline_spread"] = run_pipeline_spread(args.items, args.model, backend, args.repeat)
     except FileNotFoundError as exc:
         print(f"wastesort bench: {exc}", file=sys.stderr)
         return 2

@@ -71,4 +71,13 @@ def render(result: dict[str, Any], command: str) -> str:
                 f"{_f(r.get('latency_p50_ms'))} | {_f(r.get('latency_p99_ms'))} | {_f(r.get('inference_p95_ms'))} | {_f(r.get('fire_error_p99_ms'), 2)} | {_f(r.get('accuracy'), 3)} |"
             )
         lines.append("")
+    spread = result.get("pipeline_spread")
+    if spread:
+        lines += [f"### Spread over {spread['runs']} real-time runs ({spread['items']} items each)", "",
+                  "| figure | min | median | max |", "| --- | --- | --- | --- |"]
+        for key in ("fire_error_p99_ms", "latency_p50_ms", "latency_p99_ms"):
+            v = spread.get(key)
+            if v:
+                lines.append(f"| {key} | {_f(v['min'], 2)} | {_f(v['median'], 2)} | {_f(v['max'], 2)} |")
+        lines.append("")
     return "\n".join(lines)
