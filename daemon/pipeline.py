@@ -91,7 +91,7 @@ class Pipeline:
         self.notifier.status("loading model")
         model = self._classifier_model if self._classifier_model is not None else load_model(s.classify)
         self.classifier = ItemClassifier(s.classify, model, s.class_to_gate, s.reject_gate)
-        self.classifier.warm_up()
+        self.classifier.warm_up(max_batch=max(4, 2 * s.classify.views))  # two items' views in one frame
         self.processor = FrameProcessor(s, self.classifier, self.metrics, self.run_id, self.clock, self.alert)
         unmapped = self.classifier.unmapped_classes()
         if unmapped:

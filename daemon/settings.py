@@ -120,6 +120,11 @@ class ClassifySettings(_Section):
     unknown_threshold: float = Field(0.5, ge=0, le=1)
     num_threads: int = Field(0, ge=0)  # inference threads (torch or ONNX Runtime); 0 = half the CPU cores (at least 1)
     crop_padding_px: int = Field(4, ge=0)
+    # Decide from several crops of the item, all taken while it lies fully inside the region, combined
+    # by the mean of their log-probabilities. 1 = the first full view only.
+    views: int = Field(1, ge=1, le=8)
+    view_spacing_mm: float = Field(0.0, ge=0)  # belt travel between two views (0: consecutive frames)
+    max_view_wait_ms: float = Field(250.0, ge=0)  # from the first full view to the decision, at most
 
 
 REJECT_BIN = "reject"  # a servo gate's bin for rejected items (low confidence, unknown, unmapped)

@@ -16,6 +16,12 @@ entered as separate tracks and then joined are ``merged``, not lost.
 
 A track that vanishes before it was ever fully inside or at the downstream edge is
 not classified: it is counted in ``lost`` (an item taken off the belt upstream).
+
+With ``views`` > 1 an item is decided from several crops, all taken while it lies
+fully inside the region, at least ``view_spacing_px`` of belt travel apart. It is
+handed out once it has them all, once ``max_wait_s`` passed since its first full
+view (the gate does not wait), or as soon as it stops being fully inside or
+vanishes - with the views it has.
 """
 
 from __future__ import annotations
@@ -27,6 +33,17 @@ import numpy as np
 
 from daemon.detect import Detection
 from daemon.settings import TrackSettings
+
+
+@dataclass(frozen=True)
+class View:
+    """One crop of an item lying fully inside the region, and where it was when."""
+
+    crop: np.ndarray
+    det: Detection
+    t_capture: float
+    frame_index: int
+    t_belt: float
 
 
 @dataclass
@@ -46,6 +63,7 @@ class Track:
     best_frame: int = 0
     footprint: Detection | None = None  # the largest view (union of pieces), at belt time footprint_t
     footprint_t: float = 0.0
+    views: list[View] = field(default_factory=list)  # full views not yet handed out
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,11 @@ class ReadyItem:
     frame_index: int
     first_seen: float
     partial: bool = False  # classified from a view that was not fully inside the region
+    crops: tuple[np.ndarray, ...] = ()  # every view to decide from (empty: just ``crop``)
+
+    @property
+    def all_crops(self) -> tuple[np.ndarray, ...]:
+        return self.crops or (self.crop,)
 
 
 @dataclass
@@ -73,6 +96,9 @@ class BeltTracker:
     tracks: list[Track] = field(default_factory=list)
     lost: int = 0  # tracks that vanished undecided (see the module docstring)
     merged: int = 0  # tracks that turned out to be pieces of another item
+    views: int = 1  # full views per decision (see the module docstring)
+    view_spacing_px: float = 0.0  # belt travel between two views; 0: consecutive frames
+    max_wait_s: float = 0.25  # from the first full view to the decision, at most
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def _inside(self, d: Detection) -> bool:
@@ -142,14 +168,14 @@ class BeltTracker:
             tr.det, tr.t_last, tr.t_capture, tr.frame_index, tr.missed = view, t, t_cap, frame_index, 0
             if tr.footprint is None or view.area >= tr.footprint.area:
                 tr.footprint, tr.footprint_t = view, t
-            self._observe(tr, region, ready)
+            self._observe(tr, region, ready, t)
         assigned = {di for dis in pieces.values() for di in dis}
         for di, d in enumerate(detections):
             if di not in assigned:
                 tr = Track(next(self._ids), d, t, t_cap, frame_index, first_seen=t_cap, footprint=d, footprint_t=t)
                 self.tracks.append(tr)
-                self._observe(tr, region, ready)
-        self._retire(set(pieces), t)
+                self._observe(tr, region, ready, t)
+        self._retire(set(pieces), t, ready)
         return ready
 
     def _assign(self, detections: list[Detection], t: float) -> dict[int, list[int]]:
@@ -179,8 +205,10 @@ class BeltTracker:
                 pieces.setdefault(ti, []).append(di)
         return pieces
 
-    def _retire(self, seen: set[int], t: float) -> None:
-        """Age tracks not seen in this frame; drop the gone, the merged, and decided items that left."""
+    def _retire(self, seen: set[int], t: float, ready: list[ReadyItem]) -> None:
+        """Age tracks not seen in this frame; drop the gone, the merged, and decided items that left.
+
+        An item gone while holding full views is decided from them rather than lost."""
         footprints = [self._footprint_at(tr, t) for tr in self.tracks]
         survivors = []
         for ti, tr in enumerate(self.tracks):
@@ -197,6 +225,8 @@ class BeltTracker:
                     self.merged += 1  # an entry-edge piece of an item another track now holds whole
                     continue
             gone = tr.missed > self.settings.max_missed_frames
+            if gone and tr.views:
+                self._hand_out(tr, ready)
             if gone and not tr.classified:
                 self.lost += 1
             # A decided item keeps its footprint until it has left: its slivers are pieces, not new items.
@@ -205,14 +235,20 @@ class BeltTracker:
                 survivors.append(tr)
         self.tracks = survivors
 
-    def _observe(self, tr: Track, region: np.ndarray, ready: list[ReadyItem]) -> None:
+    def _observe(self, tr: Track, region: np.ndarray, ready: list[ReadyItem], t: float) -> None:
         if tr.classified:
             return
         d = tr.det
         if self._inside(d):
-            tr.classified = True
-            tr.best_crop = None
-            ready.append(ReadyItem(tr.id, self._crop(region, d), d, tr.t_capture, tr.frame_index, tr.first_seen))
+            last = tr.views[-1] if tr.views else None
+            if last is None or (t > last.t_belt and self.speed_px_s * (t - last.t_belt) >= self.view_spacing_px):
+                crop = self._crop(region, d)
+                tr.views.append(View(crop if self.views == 1 else crop.copy(), d, tr.t_capture, tr.frame_index, t))
+            if len(tr.views) >= self.views or t - tr.views[0].t_belt >= self.max_wait_s:
+                self._hand_out(tr, ready)
+            return
+        if tr.views:  # was fully inside, now at the exit edge: no more full views will come
+            self._hand_out(tr, ready)
             return
         if d.area > tr.best_area:
             tr.best_area, tr.best_t_capture, tr.best_det, tr.best_frame = d.area, tr.t_capture, d, tr.frame_index
@@ -221,3 +257,11 @@ class BeltTracker:
             tr.classified = True
             ready.append(ReadyItem(tr.id, tr.best_crop, tr.best_det, tr.best_t_capture, tr.best_frame, tr.first_seen, partial=True))
             tr.best_crop = None
+
+    @staticmethod
+    def _hand_out(tr: Track, ready: list[ReadyItem]) -> None:
+        """Decide ``tr`` from its full views; position and timing come from the latest one."""
+        last = tr.views[-1]
+        crops = tuple(v.crop for v in tr.views) if len(tr.views) > 1 else ()
+        ready.append(ReadyItem(tr.id, last.crop, last.det, last.t_capture, last.frame_index, tr.first_seen, crops=crops))
+        tr.classified, tr.views, tr.best_crop = True, [], None

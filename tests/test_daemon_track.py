@@ -181,3 +181,43 @@ def test_items_that_split_at_both_edges_on_a_drifting_textured_belt_give_one_dec
     assert sorted(it.index for it in matched if it is not None) == list(range(10))  # each item exactly once
     assert not any(r.partial for _, r in ready)  # all decided from a full view
     assert tr.lost == 0  # the entry-edge pieces merged into their item instead of vanishing undecided
+
+
+def run_views(frames: list[np.ndarray], speed: float, **views) -> list[tuple[int, ReadyItem]]:
+    det = BeltDetector(DetectSettings(min_area_px=200))
+    tr = BeltTracker(TrackSettings(), speed_px_s=speed, region_width=W, **views)
+    return [(k, r) for k, f in enumerate(frames) for r in tr.update(det.detect(f), t=k / FPS, frame_index=k, region=f)]
+
+
+def test_several_full_views_at_different_positions_make_one_decision() -> None:
+    speed = 240.0  # 8 px per frame
+    frames = [frame_with([])] + [frame_with([(-60 + speed * k / FPS, 50, 60, 60)]) for k in range(1, 60)]
+    ready = run_views(frames, speed, views=3, view_spacing_px=20.0)
+    assert len(ready) == 1
+    k, item = ready[0]
+    assert len(item.all_crops) == 3 and not item.partial
+    # Views 24 px apart (every third frame at 8 px/frame), the first at the first full view.
+    ((first_full, _),) = run_views(frames, speed)
+    assert k == item.frame_index == first_full + 6
+    assert item.det.x > 2 and item.det.x + item.det.w < W - 2
+    assert not np.array_equal(item.all_crops[0], item.all_crops[-1])  # the item moved: different crops
+
+
+def test_an_item_leaving_before_all_its_views_is_decided_from_those_it_has() -> None:
+    speed = 240.0
+    frames = [frame_with([])] + [frame_with([(-60 + speed * k / FPS, 50, 60, 60)]) for k in range(1, 60)]
+    ready = run_views(frames, speed, views=8, view_spacing_px=60.0, max_wait_s=10.0)
+    assert len(ready) == 1
+    k, item = ready[0]
+    # Fully inside for about 255 px of travel: room for 4-5 views at 60 px steps, decided when it reaches the exit.
+    assert len(item.all_crops) in (4, 5) and not item.partial
+    assert item.det.x + item.det.w < W - 2  # the last full view, not the one touching the exit edge
+    assert -60 + speed * (k + 1) / FPS + 60 >= W - 2  # ... decided as soon as it touches the exit edge
+
+
+def test_the_decision_deadline_cuts_the_views_short() -> None:
+    speed = 240.0
+    frames = [frame_with([])] + [frame_with([(-60 + speed * k / FPS, 50, 60, 60)]) for k in range(1, 60)]
+    ready = run_views(frames, speed, views=8, view_spacing_px=0.0, max_wait_s=1.5 / FPS)
+    assert len(ready) == 1
+    assert len(ready[0][1].all_crops) == 3  # views at 0, 1 and 2 frames: the first one at or past the deadline
