@@ -90,7 +90,7 @@ class BeltTracker:
     speed_px_s: float
     region_width: int
     edge_margin_px: int = 2
-    crop_padding_px: int = 4
+    crop_padding_px: int = 0  # see ClassifySettings.crop_padding_px
     fragment_overlap: float = 0.5  # share of a detection's box inside an item's footprint that makes it a piece
     footprint_slack_px: int = 8  # footprints are grown by this much: belt speed and box jitter
     tracks: list[Track] = field(default_factory=list)

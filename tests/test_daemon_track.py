@@ -58,6 +58,7 @@ def test_one_moving_item_gets_one_id_and_is_classified_once_when_fully_inside() 
     assert not item.partial
     assert item.det.x > 2  # fully inside when classified
     assert item.crop.shape[0] >= 60 and item.crop.shape[1] >= 60
+    assert item.crop.shape[:2] == (item.det.h, item.det.w)  # no belt around it: the model never saw belt in training
     assert {i for frame_ids in ids for i in frame_ids} == {item.track_id}
 
 
