@@ -41,8 +41,10 @@ MAX_DAMAGED_IN_A_ROW = 25  # a file that fails this many frames in a row is unre
 class Frame:
     """One captured image; ``t_capture`` is time.monotonic() when it was read.
 
-    ``t_belt`` is the time the belt-motion model uses: the capture time, except for a file
-    processed as fast as possible, where it is the frame's own video time (start + index / fps).
+    ``t_belt`` is the time the belt-motion model uses: the capture time for a live source, the
+    frame's own video time (start + index / fps) for a file or folder. A file's content moves with
+    its video time whether it is played in real time or as fast as possible; the moment a starved
+    reader got to a frame says nothing about it (stamps bunched after a stall broke tracking).
     """
 
     index: int
@@ -271,7 +273,7 @@ class CaptureThread:
                 self._count_damaged(index - 1)
                 continue
             self._metrics.captured.tick()
-            t_belt = t0 + (index - 1 - index_start) / fps if wait_for_worker else t_capture
+            t_belt = t_capture if self.is_live else t0 + (index - 1 - index_start) / fps
             if self._slot.put(Frame(index - 1, t_capture, image, t_belt), wait=wait_for_worker):
                 self._metrics.dropped_frames += 1
         return True, index
