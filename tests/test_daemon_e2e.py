@@ -200,7 +200,9 @@ def test_camera_source_failure_is_alerted_and_retried_until_it_returns(
     from daemon.pipeline import Pipeline
 
     late = tmp_path / "late.avi"
+    late.write_bytes(b"")  # there when configured (a missing file is a configuration error) ...
     settings = make_settings(late, sim.link, broker=broker, camera={"realtime": False})
+    late.unlink()  # ... then gone, like a recording being replaced
     p = Pipeline(settings, classifier=tiny_classifier).start(serial_wait_s=5)
     try:
         assert wait_for(lambda: len([a for a in collector.on("alerts") if a["kind"] == "camera_lost"]) >= 2, 10)
