@@ -69,6 +69,7 @@ class FrameProcessor:
         detections = self.detector.detect(region)
         ready = self.tracker.update(detections, frame.t_belt, frame.index, region, t_capture=frame.t_capture)
         self.metrics.lost_tracks = self.tracker.lost
+        self.metrics.merged_tracks = self.tracker.merged
         return self._decide(ready) if ready else []
 
     def _valid(self, image: np.ndarray) -> bool:

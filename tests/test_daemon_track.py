@@ -182,6 +182,7 @@ def test_items_that_split_at_both_edges_on_a_drifting_textured_belt_give_one_dec
     assert sorted(it.index for it in matched if it is not None) == list(range(10))  # each item exactly once
     assert not any(r.partial for _, r in ready)  # all decided from a full view
     assert tr.lost == 0  # the entry-edge pieces merged into their item instead of vanishing undecided
+    assert gap_px < DetectSettings().merge_gap_px or tr.merged > 0  # (and that path really ran)
 
 
 def run_views(frames: list[np.ndarray], speed: float, **views) -> list[tuple[int, ReadyItem]]:
