@@ -20,7 +20,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="wastesort bench", description=__doc__)
-    p.add_argument("what", nargs="*", default=["latency"], choices=["latency", "profile", "conv-depth", "scaling", "pipeline", "all"])
+    p.add_argument("what", nargs="*", default=["latency"], choices=["latency", "profile", "conv-depth", "scaling", "pipeline", "views", "all"])
     p.add_argument("--model", type=Path, default=None, help="student checkpoint (default: the shipped model)")
     p.add_argument("--backends", default="torch,onnx,onnx-int8")
     p.add_argument("--batches", default="1,8")
@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--items", type=int, default=30, help="items on the rendered belt (pipeline)")
+    p.add_argument("--repeat", type=int, default=1, help="pipeline: also run the real-time mode this many times and report the spread")
+    p.add_argument("--views", default="1,2,3,5", help="views: numbers of views per decision to compare")
+    p.add_argument("--view-spacing-mm", type=float, default=40.0, help="views: belt travel between two views")
+    p.add_argument("--max-view-wait-ms", type=float, default=1000.0, help="views: first full view to decision, at most")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md and docs/benchmarks.json")
     args = p.parse_args(argv)
@@ -63,7 +67,21 @@ def main(argv: list[str] | None = None) -> int:
 
             from daemon.settings import ClassifySettings
 
-            result["pipeline"] = run_pipeline_bench(args.items, args.model, ClassifySettings.model_fields["backend"].default)
+            backend = ClassifySettings.model_fields["backend"].default
+            result["pipeline"] = run_pipeline_bench(args.items, args.model, backend)
+            if args.repeat > 1:
+                from .pipeline import run_pipeline_spread
+
+                result["pipeline_spread"] = run_pipeline_spread(args.items, args.model, backend, args.repeat)
+        if "views" in args.what:  # not part of "all": it is an experiment, several minutes of real-time runs
+            from .views import run_views_bench
+
+            from daemon.settings import ClassifySettings
+
+            result["views"] = run_views_bench(
+                args.items, args.model, ClassifySettings.model_fields["backend"].default,
+                [int(v) for v in args.views.split(",")], args.view_spacing_mm, args.max_view_wait_ms,
+            )
     except FileNotFoundError as exc:
         print(f"wastesort bench: {exc}", file=sys.stderr)
         return 2

@@ -74,4 +74,26 @@ def render(result: dict[str, Any], command: str) -> str:
                 f"{_f(r.get('latency_p50_ms'))} | {_f(r.get('latency_p99_ms'))} | {_f(r.get('inference_p95_ms'))} | {_f(r.get('fire_error_p99_ms'), 2)} | {_f(r.get('accuracy'), 3)} |"
             )
         lines.append("")
+    views = result.get("views")
+    if views:
+        d = views["direct"]
+        lines += [f"## Belt accuracy against views per decision ({views['items']} items, {views['mode']}, "
+                  f"{views['backend']}, views {views['view_spacing_mm']:g} mm apart, at most "
+                  f"{views['max_view_wait_ms']:g} ms)", "",
+                  f"The same {d['photos']} photos classified directly: accuracy {_f(d['accuracy'], 3)}.", "",
+                  "| views | items | accuracy | latency p50 ms | latency p99 ms | inference p95 ms | dropped |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in views["runs"]:
+            lines.append(f"| {r['views']} | {r['items']} | {_f(r['accuracy'], 3)} | {_f(r['latency_p50_ms'])} | "
+                         f"{_f(r['latency_p99_ms'])} | {_f(r['inference_p95_ms'])} | {r['dropped_frames']} |")
+        lines.append("")
+    spread = result.get("pipeline_spread")
+    if spread:
+        lines += [f"### Spread over {spread['runs']} real-time runs ({spread['items']} items each)", "",
+                  "| figure | min | median | max |", "| --- | --- | --- | --- |"]
+        for key in ("fire_error_p99_ms", "latency_p50_ms", "latency_p99_ms"):
+            v = spread.get(key)
+            if v:
+                lines.append(f"| {key} | {_f(v['min'], 2)} | {_f(v['median'], 2)} | {_f(v['max'], 2)} |")
+        lines.append("")
     return "\n".join(lines)

@@ -4,6 +4,12 @@ Live sources (cameras, streams) never queue: a frame the worker has not taken
 yet is replaced by the newer one and counted as dropped. Files and image
 folders either play in real time (paced at their fps, dropping like a camera)
 or as fast as possible (no drops: the capture waits for the worker).
+
+A video file's read() fails both at its end and on a frame it cannot decode.
+The two are told apart by the frame number against the file's frame count: a
+damaged frame is skipped (the next read moves past it), counted in
+``bad_frames``, and its number stays used, so belt time keeps following the
+video. Damaged frames that keep coming raise a ``frames_damaged`` alert.
 """
 
 from __future__ import annotations
@@ -21,20 +27,24 @@ import structlog
 
 from daemon.camera_controls import apply_controls, configured_controls, describe_ignored
 from daemon.metrics import PipelineMetrics
-from daemon.settings import CameraSettings
+from daemon.repeat_alarm import RepeatAlarm
+from daemon.settings import CameraSettings, source_kind
 
 log = structlog.get_logger(__name__)
 
 HEALTHY_SESSION_FRAMES = 30  # a live source that delivered this many frames before failing resets the back-off
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+MAX_DAMAGED_IN_A_ROW = 25  # a file that fails this many frames in a row is unreadable from there on
 
 
 @dataclass(frozen=True)
 class Frame:
     """One captured image; ``t_capture`` is time.monotonic() when it was read.
 
-    ``t_belt`` is the time the belt-motion model uses: the capture time, except for a file
-    processed as fast as possible, where it is the frame's own video time (start + index / fps).
+    ``t_belt`` is the time the belt-motion model uses: the capture time for a live source, the
+    frame's own video time (start + index / fps) for a file or folder. A file's content moves with
+    its video time whether it is played in real time or as fast as possible; the moment a starved
+    reader got to a frame says nothing about it (stamps bunched after a stall broke tracking).
     """
 
     index: int
@@ -88,11 +98,7 @@ class FrameSlot:
 
 def classify_source(source: str) -> str:
     """'camera' (index or device), 'stream' (URL), 'file' (video) or 'folder' (images)."""
-    if source.isdigit() or source.startswith("/dev/"):
-        return "camera"
-    if "://" in source:
-        return "stream"
-    return "folder" if Path(source).is_dir() else "file"
+    return source_kind(source)
 
 
 class FrameReader(Protocol):
@@ -144,6 +150,7 @@ class CaptureThread:
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self.opened = threading.Event()
         self.failed: str | None = None  # set when the source was given up on
+        self._damaged = RepeatAlarm()
 
     @property
     def is_live(self) -> bool:
@@ -256,15 +263,42 @@ class CaptureThread:
                 if delay > 0:
                     self._stop.wait(delay)
             ok, image = cap.read()
+            if not ok and self._kind == "file":
+                ok, image, index = self._skip_damaged(cap, index)
             t_capture = time.monotonic()
             if not ok:
                 return not self.is_live, index
             index += 1
             if image is None or image.size == 0:
-                self._metrics.undecodable_frames += 1
+                self._count_damaged(index - 1)
                 continue
             self._metrics.captured.tick()
-            t_belt = t0 + (index - 1 - index_start) / fps if wait_for_worker else t_capture
+            t_belt = t_capture if self.is_live else t0 + (index - 1 - index_start) / fps
             if self._slot.put(Frame(index - 1, t_capture, image, t_belt), wait=wait_for_worker):
                 self._metrics.dropped_frames += 1
         return True, index
+
+    def _skip_damaged(self, cap: FrameReader, index: int) -> tuple[bool, np.ndarray | None, int]:
+        """After a failed read of frame ``index``: the next good frame and its index, or (False, None, index) at
+        the end. A failed read before the frame count is a damaged frame: counted, and the next read moves past
+        it (FFmpeg's demuxer has consumed it). OpenCV's own position is not used: it does not advance on a
+        failed read, so a seek to it lands on the wrong frame (measured: the read after such a seek fails)."""
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if isinstance(cap, cv2.VideoCapture) else 0
+        for _ in range(MAX_DAMAGED_IN_A_ROW):
+            if count <= 0 or index >= count:
+                return False, None, index  # the real end (or a file that does not know its length)
+            self._count_damaged(index)
+            index += 1
+            ok, image = cap.read()
+            if ok:
+                return True, image, index
+        self.failed = f"video {self._s.source!r} unreadable from frame {index} of {count}"
+        self._on_alert("frames_damaged", self.failed)
+        return False, None, index
+
+    def _count_damaged(self, index: int) -> None:
+        self._metrics.undecodable_frames += 1
+        log.warning("frame_damaged", source=self._s.source, frame=index)
+        if self._damaged.hit():
+            self._on_alert("frames_damaged", f"source {self._s.source!r}: {self._damaged.total} damaged frames "
+                                             f"skipped so far (latest: frame {index})")

@@ -1,4 +1,10 @@
-"""Turns item crops into sort/reject decisions with the project's classifier (model package)."""
+"""Turns item crops into sort/reject decisions with the project's classifier (model package).
+
+An item seen in several views is decided once, from the mean of the views'
+log-probabilities, renormalised: the product of their likelihoods as if the views
+were independent, so a view that clearly rules a class out counts for more than
+in a plain average of probabilities.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,29 @@ from daemon.settings import ClassifySettings
 
 if TYPE_CHECKING:
     from model import Classifier, Prediction
+
+
+@dataclass(frozen=True)
+class ViewsPrediction:
+    """Several views' predictions combined; the same fields as a model Prediction."""
+
+    label: str
+    confidence: float
+    scores: dict[str, float]
+    unknown: float
+
+
+def combine_views(predictions: list[Prediction]) -> Prediction | ViewsPrediction:
+    """One prediction from several of the same item: renormalised mean of log-probabilities, mean unknown."""
+    if len(predictions) == 1:
+        return predictions[0]
+    names = list(predictions[0].scores)
+    logp = np.mean([[np.log(max(p.scores[c], 1e-9)) for c in names] for p in predictions], axis=0)
+    prob = np.exp(logp - logp.max())
+    prob /= prob.sum()
+    k = int(np.argmax(prob))
+    return ViewsPrediction(names[k], float(prob[k]), dict(zip(names, prob.astype(float).tolist())),
+                           float(np.mean([p.unknown for p in predictions])))
 
 
 @dataclass(frozen=True)
@@ -73,7 +102,20 @@ class ItemClassifier:
         self.last_inference_s = time.perf_counter() - t0
         return [self._decision(p) for p in predictions]
 
-    def _decision(self, p: Prediction) -> Decision:
+    def decide_views(self, items: list[tuple[np.ndarray, ...]]) -> list[Decision]:
+        """One decision per item from all its views; every view of every item goes in one batch."""
+        if not items:
+            return []
+        t0 = time.perf_counter()
+        predictions = self._clf.predict([c for views in items for c in views])
+        self.last_inference_s = time.perf_counter() - t0
+        out, i = [], 0
+        for views in items:
+            out.append(self._decision(combine_views(predictions[i : i + len(views)])))
+            i += len(views)
+        return out
+
+    def _decision(self, p: Prediction | ViewsPrediction) -> Decision:
         reason: str | None = None
         if p.unknown > self._s.unknown_threshold:
             reason = "unknown"

@@ -3,6 +3,12 @@
 Items (photos) ride a textured belt left to right at a constant speed; the
 ground truth says where every item is at any time, so a run can be scored for
 accuracy and gate timing.
+
+``BeltStyle`` makes the belt harder, like a real one: a coarse blotchy texture,
+lighting that drifts slowly, and items partly coloured like the belt. Those
+"split" items are shaped like a sideways H (two bars joined by a narrow bridge;
+the rest is belt-coloured), so the detector sees them as two blobs while they
+enter and again while they leave - the case that once produced extra items.
 """
 
 from __future__ import annotations
@@ -19,6 +25,19 @@ BELT_GRAY = 70
 
 
 @dataclass(frozen=True)
+class BeltStyle:
+    """How hard the rendered belt is; the defaults give the plain belt of the demo."""
+
+    texture: int = 0  # amplitude (grey levels) of a static coarse texture on top of the fine grain
+    drift: float = 0.0  # lighting gain varies by +-drift over the run (0.1 = +-10 %)
+    drift_period_s: float = 8.0
+    split_every: int = 0  # every k-th item (0: none) is a split item (see the module docstring)
+    split_gap_px: int = 16  # belt-coloured gap between the two bars of a split item
+    split_bridge: float = 0.2  # width of the bridge, as a share of the item width
+    close_delta: int = 8  # how much brighter than the belt the belt-like parts of a split item are
+
+
+@dataclass(frozen=True)
 class SimItem:
     """One item of the simulation; its centre is at ``x0 + speed_px_s * t`` (region pixels) at video time t."""
 
@@ -29,6 +48,7 @@ class SimItem:
     y: int  # top edge
     w: int
     h: int
+    split: bool = False  # drawn as a split item (BeltStyle.split_every)
 
     def center_x(self, t: float, speed_px_s: float) -> float:
         return self.x0 + speed_px_s * t
@@ -71,15 +91,31 @@ def load_samples(folder: Path = SAMPLES_DIR) -> list[tuple[str, Path]]:
     return found
 
 
-def belt_background(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """An empty belt: dark grey rubber with a fixed fine texture and lighter side rails."""
+def belt_background(width: int, height: int, seed: int = 0, texture: int = 0) -> np.ndarray:
+    """An empty belt: dark grey rubber with a fixed fine grain (plus coarse blotches of +-``texture``) and rails."""
     rng = np.random.default_rng(seed)
     noise = rng.integers(-6, 7, size=(height, width), dtype=np.int16)
+    if texture > 0:
+        coarse = cv2.resize(rng.uniform(-1, 1, (max(2, height // 16), max(2, width // 16))), (width, height),
+                            interpolation=cv2.INTER_CUBIC)
+        noise += np.round(np.clip(coarse, -1, 1) * texture).astype(np.int16)
     gray = np.clip(BELT_GRAY + noise, 0, 255).astype(np.uint8)
     img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     img[:6] = (150, 150, 150)
     img[-6:] = (150, 150, 150)
     return img
+
+
+def split_sprite(sprite: np.ndarray, style: BeltStyle) -> np.ndarray:
+    """The photo as a sideways H: top and bottom bars joined by a central bridge, the rest belt-coloured."""
+    h, w = sprite.shape[:2]
+    bar = max(1, (h - style.split_gap_px) // 2)
+    half_bridge = max(1, round(w * style.split_bridge / 2))
+    out = np.full_like(sprite, BELT_GRAY + style.close_delta)
+    out[:bar] = sprite[:bar]
+    out[h - bar :] = sprite[h - bar :]
+    out[:, w // 2 - half_bridge : w // 2 + half_bridge] = sprite[:, w // 2 - half_bridge : w // 2 + half_bridge]
+    return out
 
 
 def render_conveyor(
@@ -94,6 +130,7 @@ def render_conveyor(
     spacing_px: int = 200,
     seed: int = 0,
     lead_in_s: float = 0.3,
+    style: BeltStyle = BeltStyle(),
 ) -> SimVideo:
     """Write an MJPG .avi of ``n_items`` items (cycling through ``samples``) crossing the belt."""
     rng = random.Random(seed)
@@ -118,12 +155,13 @@ def render_conveyor(
         h, w = sprite.shape[:2]
         y = rng.randint(8, max(8, height - h - 8))
         x0 = -w / 2 - lead_in_s * speed_px_s - i * spacing_px
-        sprites.append(sprite)
-        items.append(SimItem(i, label, src.name, x0, y, w, h))
+        split = style.split_every > 0 and i % style.split_every == 0
+        sprites.append(split_sprite(sprite, style) if split else sprite)
+        items.append(SimItem(i, label, src.name, x0, y, w, h, split))
     last = items[-1]
     duration = last.time_at(width + last.w / 2 + 2, speed_px_s) + 0.3
     n_frames = int(np.ceil(duration * fps))
-    background = belt_background(width, height, seed)
+    background = belt_background(width, height, seed, style.texture)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
         raise OSError(f"cannot write video {path}")
@@ -137,6 +175,9 @@ def render_conveyor(
                 a, b = max(0, left), min(width, left + it.w)
                 if a < b:
                     frame[it.y : it.y + it.h, a:b] = sprite[:, a - left : b - left]
+            if style.drift > 0:  # the light on the whole scene, belt and items alike
+                gain = 1.0 + style.drift * np.sin(2 * np.pi * t / style.drift_period_s)
+                cv2.convertScaleAbs(frame, dst=frame, alpha=gain)
             writer.write(frame)
     finally:
         writer.release()

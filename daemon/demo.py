@@ -37,6 +37,9 @@ class DemoOptions:
     mqtt: bool = True
     line_id: str = "demo"
     speed_mm_s: float = 300.0
+    views: int = 1  # classify.views
+    view_spacing_mm: float = 0.0
+    max_view_wait_ms: float = 250.0
 
 
 def broker_reachable(host: str, port: int, timeout_s: float = 0.5) -> bool:
@@ -53,7 +56,9 @@ def demo_settings(video: SimVideo, serial_link: Path, opts: DemoOptions, mqtt_en
         None,
         camera={"source": str(video.path), "realtime": opts.realtime},
         belt={"region": [0, 0, video.width, video.height], "speed_mm_s": opts.speed_mm_s, "px_per_mm": 1.0},
-        classify={"model_path": str(opts.model) if opts.model else None, "backend": opts.backend},
+        classify={"model_path": str(opts.model) if opts.model else None, "backend": opts.backend,
+                  "views": opts.views, "view_spacing_mm": opts.view_spacing_mm,
+                  "max_view_wait_ms": opts.max_view_wait_ms},
         gates={
             "1": {"distance_mm": 800, "lead_time_ms": 10},
             "2": {"distance_mm": 1000, "lead_time_ms": 10},
@@ -131,8 +136,13 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any]:
             f"{f' ({reasons})' if reasons else ''}; accuracy {acc} ({correct}/{len(known)})\n"
             f"actuations acknowledged {summary.actuations_ok}, errors {summary.actuation_errors or 'none'}\n"
             f"{summary.processing_fps:.1f} fps processed, {summary.dropped_frames} frames dropped; "
-            f"capture->decision latency p50 {summary.latency_p50_ms} ms, p99 {summary.latency_p99_ms} ms; "
-            f"gate timing error p99 {summary.fire_error_p99_ms} ms",
+            f"capture->decision latency p50 {one_decimal(summary.latency_p50_ms)}, "
+            f"p99 {one_decimal(summary.latency_p99_ms)}; gate timing error p99 {one_decimal(summary.fire_error_p99_ms)}",
             file=out,
         )
     return result
+
+
+def one_decimal(ms: float | None) -> str:
+    """A latency for people: tenths of a millisecond are all a belt run can tell apart (the JSON keeps more)."""
+    return "n/a" if ms is None else f"{ms:.1f} ms"

@@ -2,8 +2,9 @@
 
 The belt region is compared with a background model (the first frame or a
 photo of the empty belt, then a running average updated only where no item
-is), thresholded, cleaned with morphology and split into contours. Working
-buffers are allocated once per frame size, not per frame.
+is), thresholded, cleaned with morphology and split into contours. Blobs closer
+than ``merge_gap_px`` are joined: an item partly coloured like the belt falls
+apart into pieces. Working buffers are allocated once per frame size, not per frame.
 """
 
 from __future__ import annotations
@@ -97,15 +98,15 @@ class BeltDetector:
         cv2.morphologyEx(b.mask, cv2.MORPH_OPEN, self._kernel, dst=b.mask)
         cv2.morphologyEx(b.mask, cv2.MORPH_CLOSE, self._kernel, dst=b.mask, iterations=2)
         contours, _ = cv2.findContours(b.mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        detections = []
+        pieces = []
         for c in contours:
             area = cv2.contourArea(c)
             if area < self._s.min_area_px:
                 continue
             x, y, w, h = cv2.boundingRect(c)
-            detections.append(Detection(int(x), int(y), int(w), int(h), float(area)))
+            pieces.append(Detection(int(x), int(y), int(w), int(h), float(area)))
         self._learn(b)
-        return detections
+        return merge_close(pieces, self._s.merge_gap_px)
 
     def _learn(self, b: _Buffers) -> None:
         if self._s.background_alpha > 0:
@@ -117,3 +118,32 @@ class BeltDetector:
             # Everywhere, very slowly: an item lying in the first frame (a "ghost" once it leaves) or an
             # object stuck on the belt fades into the background instead of being detected forever.
             cv2.accumulateWeighted(b.smooth, b.background, self._s.background_alpha_item)
+
+
+def _gap(a: Detection, b: Detection) -> int:
+    """Distance between two boxes: the larger of the x and y gaps (0 when they touch or overlap)."""
+    return max(max(a.x, b.x) - min(a.x + a.w, b.x + b.w), max(a.y, b.y) - min(a.y + a.h, b.y + b.h), 0)
+
+
+def merge_close(boxes: list[Detection], gap_px: int) -> list[Detection]:
+    """Join boxes closer than ``gap_px`` (transitively) into one box with the summed area."""
+    if gap_px <= 0 or len(boxes) < 2:
+        return boxes
+    groups = [[b] for b in boxes]
+    merged = True
+    while merged:  # few blobs per frame: the quadratic pass is cheap
+        merged = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                if any(_gap(a, b) < gap_px for a in groups[i] for b in groups[j]):
+                    groups[i] += groups.pop(j)
+                    merged = True
+                    break
+            if merged:
+                break
+    out = []
+    for g in groups:
+        x0, y0 = min(d.x for d in g), min(d.y for d in g)
+        x1, y1 = max(d.x + d.w for d in g), max(d.y + d.h for d in g)
+        out.append(Detection(x0, y0, x1 - x0, y1 - y0, sum(d.area for d in g)))
+    return out

@@ -64,7 +64,8 @@ class PipelineMetrics:
     bad_frames: int = 0  # rejected by the worker (odd size, wrong type, processing error)
     undecodable_frames: int = 0  # counted by the capture thread (e.g. a corrupt image file)
     camera_failures: int = 0
-    lost_tracks: int = 0  # tracks that vanished before a decision (detector fragments, items taken off upstream)
+    lost_tracks: int = 0  # tracks that vanished before a decision (an item taken off upstream)
+    merged_tracks: int = 0  # tracks that turned out to be pieces of another item (split by the detector)
     items: int = 0
     sorted: int = 0
     per_class: Counter[str] = field(default_factory=Counter)

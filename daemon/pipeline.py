@@ -92,7 +92,7 @@ class Pipeline:
         self.notifier.status("loading model")
         model = self._classifier_model if self._classifier_model is not None else load_model(s.classify)
         self.classifier = ItemClassifier(s.classify, model, s.class_to_gate, s.reject_gate)
-        self.classifier.warm_up()
+        self.classifier.warm_up(max_batch=max(4, 2 * s.classify.views))  # two items' views in one frame
         self.processor = FrameProcessor(s, self.classifier, self.metrics, self.run_id, self.clock, self.alert)
         unmapped = self.classifier.unmapped_classes()
         if unmapped:
@@ -138,8 +138,13 @@ class Pipeline:
         """Block until the source ended (file played to the end, or capture given up)."""
         return self._worker_done.wait(timeout_s)
 
-    def stop(self) -> RunSummary:
-        """Orderly stop: no new frames, fire the actuations already due, flush MQTT, publish ``stopped``."""
+    def stop(self, drain_timeout_s: float | None = None) -> RunSummary:
+        """Orderly stop: no new frames, fire the scheduled actuations, flush MQTT, publish ``stopped``.
+
+        Scheduled actuations are fired at their due time if it comes within ``drain_timeout_s`` (default:
+        the longest gate distance / belt speed + 0.5 s, so every item already decided reaches its gate);
+        any left are reported with error ``shutdown`` (published and counted), never dropped silently.
+        """
         if self._stopped:
             return self.summary()
         self._stopped = True
@@ -148,8 +153,9 @@ class Pipeline:
             self.capture.stop()
         self._worker.join(timeout=10)
         s = self.s
-        drain_s = max(g.distance_mm for g in s.gates.values()) / s.belt.speed_mm_s + 0.5
-        self.scheduler.stop(drain_timeout_s=drain_s)
+        if drain_timeout_s is None:
+            drain_timeout_s = max(g.distance_mm for g in s.gates.values()) / s.belt.speed_mm_s + 0.5
+        self.scheduler.stop(drain_timeout_s=drain_timeout_s)
         if self.actuator is not None:
             self.actuator.close(ack_wait_s=1.0)
         if self.health is not None:

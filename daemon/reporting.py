@@ -22,6 +22,7 @@ class RunSummary:
     bad_frames: int
     camera_failures: int
     lost_tracks: int
+    merged_tracks: int
     items: int
     sorted: int
     rejected: int
@@ -59,6 +60,7 @@ def run_summary(m: PipelineMetrics) -> RunSummary:
         bad_frames=m.bad_frames + m.undecodable_frames,
         camera_failures=m.camera_failures,
         lost_tracks=m.lost_tracks,
+        merged_tracks=m.merged_tracks,
         items=m.items,
         sorted=m.sorted,
         rejected=m.items - m.sorted,
@@ -100,6 +102,7 @@ def stats_payload(m: PipelineMetrics, run: str, serial: str, broker: str, mqtt_p
         "fire_error_ms_p99": fire99,
         "items": m.items,
         "lost_tracks": m.lost_tracks,
+        "merged_tracks": m.merged_tracks,
         "counts_per_class": dict(m.per_class),
         "rejects_by_reason": dict(m.rejects),
         "actuations_ok": m.actuations_ok,

@@ -69,6 +69,11 @@ class ActuationScheduler:
         with self._cond:
             return len(self._heap)
 
+    def pending_requests(self) -> list[ActuationRequest]:
+        """The requests waiting for their due time, earliest first (what a stop would have to drain)."""
+        with self._cond:
+            return [r for _, _, r in sorted(self._heap)]
+
     def stop(self, drain_timeout_s: float = 5.0) -> None:
         """Fire everything already due within ``drain_timeout_s``; report the rest as ``shutdown``."""
         deadline = self._clock() + drain_timeout_s

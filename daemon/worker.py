@@ -52,6 +52,9 @@ class FrameProcessor:
             region_width=settings.belt.length_px,
             edge_margin_px=settings.detect.edge_margin_px,
             crop_padding_px=settings.classify.crop_padding_px,
+            views=settings.classify.views,
+            view_spacing_px=settings.classify.view_spacing_mm * settings.belt.px_per_mm,
+            max_wait_s=settings.classify.max_view_wait_ms / 1000,
         )
 
     def process(self, frame: Frame) -> list[tuple[ItemEvent, ActuationRequest]]:
@@ -66,6 +69,7 @@ class FrameProcessor:
         detections = self.detector.detect(region)
         ready = self.tracker.update(detections, frame.t_belt, frame.index, region, t_capture=frame.t_capture)
         self.metrics.lost_tracks = self.tracker.lost
+        self.metrics.merged_tracks = self.tracker.merged
         return self._decide(ready) if ready else []
 
     def _valid(self, image: np.ndarray) -> bool:
@@ -83,7 +87,7 @@ class FrameProcessor:
         return image.shape == self._expected_shape
 
     def _decide(self, ready: list[ReadyItem]) -> list[tuple[ItemEvent, ActuationRequest]]:
-        decisions = self.classifier.decide([r.crop for r in ready])  # one batch per frame
+        decisions = self.classifier.decide_views([r.all_crops for r in ready])  # one batch per frame
         t_decided = time.monotonic()
         m = self.metrics
         m.inference.add(self.classifier.last_inference_s)

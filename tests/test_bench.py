@@ -37,3 +37,24 @@ def test_profile_benchmark_names_the_operators_that_take_the_time(tiny_checkpoin
     assert prof["total_ms_per_item"] > 0
     md = render({"machine": {"cpu": "x", "cores": 2, "torch": "t", "torch_threads": 2, "python": "p"}, "date": "d", "profile": prof}, "wastesort bench profile")
     assert "Where the student's time goes" in md and f"`{ops[0]}`" in md
+
+
+def test_pipeline_repeat_reports_the_spread_of_the_timing_figures(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["pipeline", "--model", str(tiny_checkpoint), "--items", "2", "--repeat", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    spread = result["pipeline_spread"]
+    assert spread["runs"] == 2 and spread["mode"] == "realtime-30fps"
+    fire = spread["fire_error_p99_ms"]
+    assert len(fire["values"]) == 2 and fire["min"] <= fire["median"] <= fire["max"]
+    md = render(result, "wastesort bench pipeline --repeat 2")
+    assert "Spread over 2 real-time runs" in md and "| fire_error_p99_ms |" in md
+
+
+def test_views_benchmark_reports_accuracy_and_latency_per_number_of_views(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["views", "--model", str(tiny_checkpoint), "--items", "2", "--views", "1,3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)["views"]
+    assert [r["views"] for r in result["runs"]] == [1, 3]
+    assert all(r["items"] == 2 and 0 <= r["accuracy"] <= 1 and r["latency_p99_ms"] > 0 for r in result["runs"])
+    assert result["direct"]["photos"] >= 6 and 0 <= result["direct"]["accuracy"] <= 1
+    md = render({"machine": {"cpu": "x", "cores": 2, "torch": "t", "torch_threads": 2, "python": "p"}, "date": "d", "views": result}, "wastesort bench views")
+    assert "Belt accuracy against views per decision" in md and "| 3 | 2 |" in md

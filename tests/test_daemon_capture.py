@@ -25,6 +25,23 @@ def write_video(path: Path, n: int, fps: float = 30.0, size: tuple[int, int] = (
     return path
 
 
+def damage_frames(path: Path, frames: list[int], seed: int = 0) -> None:
+    """Overwrite the JPEG data of the given frames of an MJPG .avi with random bytes (chunk sizes stay valid)."""
+    data = bytearray(path.read_bytes())
+    pos = data.index(b"movi") + 4
+    rng = np.random.default_rng(seed)
+    k = 0
+    while pos + 8 <= len(data) and data[pos : pos + 4] != b"idx1":
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if data[pos + 2 : pos + 4] == b"dc":
+            if k in frames:
+                data[pos + 8 : pos + 8 + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+            k += 1
+        pos += 8 + size + (size & 1)
+    assert k > max(frames), "not an MJPG .avi with that many frames"
+    path.write_bytes(bytes(data))
+
+
 class Alerts:
     def __init__(self) -> None:
         self.items: list[tuple[str, str]] = []
@@ -90,12 +107,15 @@ def test_realtime_paces_at_file_fps_and_drops_for_a_slow_worker(tmp_path: Path) 
     assert len(frames) + m.dropped_frames == 30  # each frame either processed or counted as dropped
     stamps = [f.t_capture for f in frames]
     assert stamps[-1] - stamps[0] >= 0.8  # timestamps follow the real-time pacing
+    # The belt-motion clock is the video's own, not the (jittery) moment each frame was read.
+    assert np.allclose(np.diff([f.t_belt for f in frames]), np.diff([f.index for f in frames]) / 30.0, atol=1e-6)
 
 
-def test_missing_source_is_retried_with_alerts_then_recovers(tmp_path: Path) -> None:
-    path = tmp_path / "late.avi"
+def test_a_video_file_that_vanishes_after_start_up_is_retried_with_alerts_then_recovers(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "late.avi", 2)
     slot, m, alerts = FrameSlot(), PipelineMetrics(), Alerts()
     s = CameraSettings(source=str(path), realtime=False, reconnect_delay_s=0.1, reconnect_max_delay_s=0.2)
+    path.unlink()  # configured while it was there (a missing file is a configuration error), then moved away
     cap = CaptureThread(s, slot, m, alerts).start()
     assert wait_for(lambda: len(alerts.items) >= 2, 3)
     assert all(k == "camera_lost" for k, _ in alerts.items)
@@ -237,3 +257,46 @@ def test_camera_controls_are_not_applied_to_files(tmp_path: Path) -> None:
     assert len(consume(slot, 0)) == 5
     cap.join(5)
     assert alerts.items == []
+
+
+def test_one_damaged_frame_is_skipped_and_counted_not_taken_for_the_end(tmp_path: Path) -> None:
+    # Issue 14, defect 2: read() failed on frame 20 and the run ended there, silently.
+    video = write_video(tmp_path / "v.avi", 40)
+    damage_frames(video, [20])
+    slot, m, alerts = FrameSlot(), PipelineMetrics(), Alerts()
+    cap = CaptureThread(CameraSettings(source=str(video), realtime=False), slot, m, alerts).start()
+    frames = consume(slot, per_frame_s=0)
+    cap.join(5)
+    assert [f.index for f in frames] == [k for k in range(40) if k != 20]
+    assert m.undecodable_frames == 1 and cap.failed is None
+    # The frame after the gap keeps its place in video time: the belt model is not shifted by a frame.
+    after = next(f for f in frames if f.index == 21)
+    assert abs(after.t_belt - frames[0].t_belt - 21 / 30.0) < 1e-6
+    assert alerts.items == []  # one damaged frame is no reason to wake anyone
+
+
+def test_damaged_frames_that_keep_coming_raise_one_alert(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "v.avi", 60)
+    damage_frames(video, [10, 11, 30, 45])
+    slot, m, alerts = FrameSlot(), PipelineMetrics(), Alerts()
+    cap = CaptureThread(CameraSettings(source=str(video), realtime=False), slot, m, alerts).start()
+    frames = consume(slot, per_frame_s=0)
+    cap.join(5)
+    assert len(frames) == 56 and m.undecodable_frames == 4
+    assert [k for k, _ in alerts.items] == ["frames_damaged"]  # at the third, then quiet
+    assert "3 damaged frames" in alerts.items[0][1]
+
+
+def test_a_belt_video_with_a_damaged_frame_reports_every_item(tmp_path: Path, tiny_classifier) -> None:
+    from daemon_fixtures import belt_video
+
+    video = belt_video(tmp_path / "belt.avi", 4)
+    damaged = video.n_frames // 2
+    damage_frames(video.path, [damaged])
+    settings = make_settings(video, serial_port=None, camera={"realtime": False})
+    p = Pipeline(settings, classifier=tiny_classifier).start()
+    assert p.wait_source_done(30)
+    summary = p.stop()
+    assert summary.frames_processed == video.n_frames - 1
+    assert summary.bad_frames == 1
+    assert summary.items == 4

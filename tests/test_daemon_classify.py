@@ -86,3 +86,33 @@ def test_empty_batch_does_not_call_the_model() -> None:
 def test_inference_threads_default_to_half_the_cores() -> None:
     assert inference_threads(3) == 3
     assert 1 <= inference_threads(0) <= max(1, (os.cpu_count() or 2) // 2)
+
+
+def test_views_are_combined_by_the_mean_of_their_log_probabilities() -> None:
+    from daemon.classify import combine_views
+
+    def two(glass: float) -> Prediction:
+        scores = {c: 1e-6 for c in CLASSES} | {"glass": glass, "metal": 1 - glass}
+        return Prediction("glass" if glass > 0.5 else "metal", max(glass, 1 - glass), scores, 0.1)
+
+    # Two views say glass 0.9, one says metal 0.999. The mean of probabilities would pick glass (0.60);
+    # the mean of log-probabilities (product of the views' likelihoods) picks metal: (0.81 * 0.001) < (0.01 * 0.999).
+    views = [two(0.9), two(0.9), two(0.001)]
+    combined = combine_views(views)
+    glass = (0.9 * 0.9 * 0.001) ** (1 / 3)
+    metal = (0.1 * 0.1 * 0.999) ** (1 / 3)
+    assert combined.label == "metal"
+    assert combined.confidence == pytest.approx(metal / (glass + metal + 5 * 1e-6), rel=1e-4)
+    assert sum(combined.scores.values()) == pytest.approx(1.0)
+    assert combined.unknown == pytest.approx(0.1)
+    assert combine_views([views[0]]) is views[0]  # one view: the model's own prediction, untouched
+
+
+def test_all_views_of_all_items_go_to_the_model_in_one_batch() -> None:
+    clf = ScriptedClassifier([pred("glass", 0.9), pred("glass", 0.8), pred("paper", 0.3), pred("paper", 0.2), pred("paper", 0.25)])
+    ic = ItemClassifier(ClassifySettings(), clf, GATES, 4)
+    crop = np.zeros((20, 20, 3), np.uint8)
+    decisions = ic.decide_views([(crop, crop), (crop, crop, crop)])
+    assert clf.calls == [5]
+    assert [d.label for d in decisions] == ["glass", "paper"]
+    assert decisions[0].gate == 2 and decisions[1].reason == "low_confidence"

@@ -14,6 +14,7 @@ from typing import Any
 
 from daemon_fixtures import (  # noqa: F401 (pytest fixtures)
     CLASS_TO_GATE,
+    SPEED_MM_S,
     Broker,
     Collector,
     SimProcess,
@@ -205,7 +206,9 @@ def test_camera_source_failure_is_alerted_and_retried_until_it_returns(
     from daemon.pipeline import Pipeline
 
     late = tmp_path / "late.avi"
+    late.write_bytes(b"")  # there when configured (a missing file is a configuration error) ...
     settings = make_settings(late, sim.link, broker=broker, camera={"realtime": False})
+    late.unlink()  # ... then gone, like a recording being replaced
     p = Pipeline(settings, classifier=tiny_classifier).start(serial_wait_s=5)
     try:
         assert wait_for(lambda: len([a for a in collector.on("alerts") if a["kind"] == "camera_lost"]) >= 2, 10)
@@ -314,3 +317,20 @@ def test_controller_reset_and_line_noise_mid_run_are_alerted_and_counted(
     assert wait_for(lambda: {"controller_reset", "serial_noise"} <= {a["kind"] for a in collector.on("alerts")}, 5)
     stats = collector.on("stats")
     assert stats[-1]["serial_malformed_lines"] >= 30 and stats[-1]["controller_resets"] == 1
+
+
+def test_a_hard_belt_gives_one_event_per_item_through_the_whole_pipeline(tmp_path: Path, tiny_classifier: Any) -> None:
+    # Issue 14, defect 1, end to end: textured belt, drifting light, every other item split into two
+    # blobs at both edges by a belt-coloured band; the video is decoded and processed by the real pipeline.
+    from daemon.conveyor_sim import BeltStyle, load_samples, render_conveyor
+
+    style = BeltStyle(texture=12, drift=0.12, drift_period_s=3.0, split_every=2, split_gap_px=40)
+    video = render_conveyor(tmp_path / "hard.avi", load_samples(), 8, item_height=90, spacing_px=200,
+                            speed_px_s=SPEED_MM_S, seed=1, style=style)
+    settings = make_settings(video, serial_port=None, camera={"realtime": False})
+    items: list[ItemEvent] = []
+    summary = run_pipeline(settings, classifier=tiny_classifier, on_item=items.append)
+    truth = [video.item_at(e.frame, e.position_mm, tolerance_px=60) for e in items]
+    assert sorted(t.index for t in truth if t is not None) == list(range(8))  # each item once, no extras
+    assert not any(e.partial_view for e in items)
+    assert summary.items == 8 and summary.lost_tracks == 0

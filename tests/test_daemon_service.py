@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -179,6 +180,13 @@ def test_demo_json_summary_with_a_given_model(tiny_model_path: Path) -> None:
     assert summary["accuracy"] is not None and 0 <= summary["accuracy"] <= 1
     assert summary["latency_p50_ms"] is not None
     assert "item " in r.stderr  # the per-item lines went to stderr
+
+
+def test_demo_summary_prints_latencies_with_one_decimal(tiny_model_path: Path) -> None:
+    r = run_cli("demo", "--items", "2", "--no-realtime", "--no-mqtt", "--model", str(tiny_model_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = next(ln for ln in r.stdout.splitlines() if "capture->decision latency" in ln)
+    assert re.search(r"latency p50 \d+\.\d ms, p99 \d+\.\d ms; gate timing error p99 (\d+\.\d ms|n/a)$", line), line
 
 
 def test_demo_without_a_model_fails_clearly(tmp_path: Path) -> None:

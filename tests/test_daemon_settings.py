@@ -225,3 +225,22 @@ def test_a_password_typed_as_password_file_is_not_echoed(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as e:
         load_settings(p)
     assert "mqtt.password_file: file not found" in str(e.value) and "hunter2-secret" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["belt.avi", "frames"])
+def test_a_missing_video_file_or_image_folder_exits_2_naming_the_path(tmp_path: Path, name: str) -> None:
+    # Issue 14, defect 3: `run` retried a missing file forever and `check-config` called it OK.
+    missing = tmp_path / "nowhere" / name
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[camera]\nsource = "{missing}"\n[mqtt]\nenabled = false\n[serial]\nenabled = false\n')
+    for command in (["check-config", str(cfg)], ["run", "--config", str(cfg)]):
+        r = subprocess.run([sys.executable, "-m", "daemon", *command], cwd=REPO, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2, (command, r.stderr)
+        assert f"camera.source: Value error, no such video file or image folder: {missing}" in r.stderr
+        assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("source", ["0", "/dev/video42", "rtsp://192.0.2.1/belt"])
+def test_devices_and_streams_are_not_checked_for_existence(source: str) -> None:
+    assert load_settings(None, camera={"source": source}).camera.source == source  # retried at run time instead

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
-from daemon.conveyor_sim import belt_background
+import cv2
+import numpy as np
+import pytest
+
+from daemon.conveyor_sim import BeltStyle, SimVideo, belt_background, load_samples, render_conveyor
 from daemon.detect import BeltDetector, Detection
 from daemon.settings import DetectSettings, TrackSettings
-from daemon.track import BeltTracker
+from daemon.track import BeltTracker, ReadyItem
 
 W, H, FPS = 320, 160, 30.0
 
@@ -54,6 +58,7 @@ def test_one_moving_item_gets_one_id_and_is_classified_once_when_fully_inside() 
     assert not item.partial
     assert item.det.x > 2  # fully inside when classified
     assert item.crop.shape[0] >= 60 and item.crop.shape[1] >= 60
+    assert item.crop.shape[:2] == (item.det.h, item.det.w)  # no belt around it: the model never saw belt in training
     assert {i for frame_ids in ids for i in frame_ids} == {item.track_id}
 
 
@@ -131,3 +136,90 @@ def test_a_missed_detection_does_not_create_a_new_item() -> None:
 def test_detection_centre_properties() -> None:
     d = Detection(10, 20, 30, 40, 1200.0)
     assert (d.cx, d.cy) == (25.0, 40.0)
+
+
+def replay(video: SimVideo) -> tuple[list[tuple[int, ReadyItem]], BeltTracker, int]:
+    """Decode ``video`` with OpenCV and run detector + tracker on it, as the worker does (belt time = video time).
+
+    Returns (frame, ready item) pairs, the tracker and the most raw blobs (no merging) seen at once on a split item.
+    """
+    det = BeltDetector(DetectSettings())
+    raw = BeltDetector(DetectSettings(merge_gap_px=0))
+    tr = BeltTracker(TrackSettings(), speed_px_s=video.speed_px_s, region_width=video.width)
+    cap = cv2.VideoCapture(str(video.path))
+    ready: list[tuple[int, ReadyItem]] = []
+    most_blobs = 0
+    k = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        found = det.detect(frame)
+        blobs = raw.detect(frame)
+        t = k / video.fps
+        for it in (i for i in video.items if i.split):
+            left = it.center_x(t, video.speed_px_s) - it.w / 2
+            on_it = [d for d in blobs if left - 4 <= d.cx <= left + it.w + 4 and it.y - 4 <= d.cy <= it.y + it.h + 4]
+            most_blobs = max(most_blobs, len(on_it))
+        ready += [(k, r) for r in tr.update(found, t=t, frame_index=k, region=frame)]
+        k += 1
+    cap.release()
+    return ready, tr, most_blobs
+
+
+@pytest.mark.parametrize("gap_px", [16, 40])  # joined by the detector (< merge_gap_px) / by the tracker's footprints
+def test_items_that_split_at_both_edges_on_a_drifting_textured_belt_give_one_decision_each(
+    tmp_path: Path, gap_px: int
+) -> None:
+    # Issue 14, defect 1: slivers of a leaving item started new tracks at the exit edge and were classified.
+    style = BeltStyle(texture=12, drift=0.12, drift_period_s=3.0, split_every=1, split_gap_px=gap_px)
+    video = render_conveyor(tmp_path / "belt.avi", load_samples(), 10, height=200, item_height=80, spacing_px=200,
+                            speed_px_s=300.0, seed=1, style=style)
+    ready, tr, most_blobs = replay(video)
+    assert most_blobs >= 2  # the render really splits items into blobs (else this test proves nothing)
+    matched = [video.item_at(k, r.det.cx, tolerance_px=60) for k, r in ready]
+    assert None not in matched
+    assert sorted(it.index for it in matched if it is not None) == list(range(10))  # each item exactly once
+    assert not any(r.partial for _, r in ready)  # all decided from a full view
+    assert tr.lost == 0  # the entry-edge pieces merged into their item instead of vanishing undecided
+    assert gap_px < DetectSettings().merge_gap_px or tr.merged > 0  # (and that path really ran)
+
+
+def run_views(frames: list[np.ndarray], speed: float, **views) -> list[tuple[int, ReadyItem]]:
+    det = BeltDetector(DetectSettings(min_area_px=200))
+    tr = BeltTracker(TrackSettings(), speed_px_s=speed, region_width=W, **views)
+    return [(k, r) for k, f in enumerate(frames) for r in tr.update(det.detect(f), t=k / FPS, frame_index=k, region=f)]
+
+
+def test_several_full_views_at_different_positions_make_one_decision() -> None:
+    speed = 240.0  # 8 px per frame
+    frames = [frame_with([])] + [frame_with([(-60 + speed * k / FPS, 50, 60, 60)]) for k in range(1, 60)]
+    ready = run_views(frames, speed, views=3, view_spacing_px=20.0)
+    assert len(ready) == 1
+    k, item = ready[0]
+    assert len(item.all_crops) == 3 and not item.partial
+    # Views 24 px apart (every third frame at 8 px/frame), the first at the first full view.
+    ((first_full, _),) = run_views(frames, speed)
+    assert k == item.frame_index == first_full + 6
+    assert item.det.x > 2 and item.det.x + item.det.w < W - 2
+    assert not np.array_equal(item.all_crops[0], item.all_crops[-1])  # the item moved: different crops
+
+
+def test_an_item_leaving_before_all_its_views_is_decided_from_those_it_has() -> None:
+    speed = 240.0
+    frames = [frame_with([])] + [frame_with([(-60 + speed * k / FPS, 50, 60, 60)]) for k in range(1, 60)]
+    ready = run_views(frames, speed, views=8, view_spacing_px=60.0, max_wait_s=10.0)
+    assert len(ready) == 1
+    k, item = ready[0]
+    # Fully inside for about 255 px of travel: room for 4-5 views at 60 px steps, decided when it reaches the exit.
+    assert len(item.all_crops) in (4, 5) and not item.partial
+    assert item.det.x + item.det.w < W - 2  # the last full view, not the one touching the exit edge
+    assert -60 + speed * (k + 1) / FPS + 60 >= W - 2  # ... decided as soon as it touches the exit edge
+
+
+def test_the_decision_deadline_cuts_the_views_short() -> None:
+    speed = 240.0
+    frames = [frame_with([])] + [frame_with([(-60 + speed * k / FPS, 50, 60, 60)]) for k in range(1, 60)]
+    ready = run_views(frames, speed, views=8, view_spacing_px=0.0, max_wait_s=1.5 / FPS)
+    assert len(ready) == 1
+    assert len(ready[0][1].all_crops) == 3  # views at 0, 1 and 2 frames: the first one at or past the deadline

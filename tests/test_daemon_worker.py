@@ -33,7 +33,7 @@ class AlwaysGlass:
 
 
 def processor(**sections: Any) -> tuple[FrameProcessor, AlwaysGlass, list[tuple[str, str]]]:
-    settings = make_settings("unused.avi", serial_port=None, **sections)
+    settings = make_settings("0", serial_port=None, **sections)  # frames are handed in: no source is opened
     clf = AlwaysGlass()
     alerts: list[tuple[str, str]] = []
     ic = ItemClassifier(settings.classify, clf, settings.class_to_gate, settings.reject_gate)
