@@ -21,27 +21,19 @@ if TYPE_CHECKING:
     from model import Classifier, Prediction
 
 
-@dataclass(frozen=True)
-class ViewsPrediction:
-    """Several views' predictions combined; the same fields as a model Prediction."""
-
-    label: str
-    confidence: float
-    scores: dict[str, float]
-    unknown: float
-
-
-def combine_views(predictions: list[Prediction]) -> Prediction | ViewsPrediction:
+def combine_views(predictions: list[Prediction]) -> Prediction:
     """One prediction from several of the same item: renormalised mean of log-probabilities, mean unknown."""
     if len(predictions) == 1:
         return predictions[0]
+    from model.inference import Prediction  # several views mean a model is loaded: torch is imported already
+
     names = list(predictions[0].scores)
     logp = np.mean([[np.log(max(p.scores[c], 1e-9)) for c in names] for p in predictions], axis=0)
     prob = np.exp(logp - logp.max())
     prob /= prob.sum()
     k = int(np.argmax(prob))
-    return ViewsPrediction(names[k], float(prob[k]), dict(zip(names, prob.astype(float).tolist())),
-                           float(np.mean([p.unknown for p in predictions])))
+    return Prediction(names[k], float(prob[k]), dict(zip(names, prob.astype(float).tolist())),
+                      float(np.mean([p.unknown for p in predictions])))
 
 
 @dataclass(frozen=True)
@@ -115,7 +107,7 @@ class ItemClassifier:
             i += len(views)
         return out
 
-    def _decision(self, p: Prediction | ViewsPrediction) -> Decision:
+    def _decision(self, p: Prediction) -> Decision:
         reason: str | None = None
         if p.unknown > self._s.unknown_threshold:
             reason = "unknown"
