@@ -33,11 +33,8 @@ _RELOAD_NICE = 10  # the loading thread yields the CPU to capture and inference
 
 def file_checksum(path: Path) -> str:
     """sha256 of the model file: the same value `wastesort-train export --install` records."""
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def model_file(settings: ClassifySettings) -> Path:
