@@ -4,12 +4,19 @@ Why a background thread: loading a checkpoint (and, for the ONNX backends, expor
 quantising it) takes seconds. The old model keeps deciding meanwhile; the new one is warmed
 up and then swapped in with one reference assignment between two frames, so no frame waits
 and the scheduled fires are untouched. A file that fails to load leaves the old model live.
+
+Why a child process for the ONNX export: torch's exporter holds the interpreter lock for up to
+160 ms at a time (measured with the shipped model), longer than a frame at 30 fps, so in the
+daemon's process it dropped frames. The child (``python -m daemon.model_reload PATH BACKEND``)
+writes the ONNX bytes to stdout; building the session from them holds the lock for ~4 ms.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from daemon.classify import ItemClassifier, load_model
+from daemon.classify import ItemClassifier, inference_threads, load_model
 from daemon.settings import ClassifySettings
 
 if TYPE_CHECKING:
@@ -35,6 +42,34 @@ def file_checksum(path: Path) -> str:
     """sha256 of the model file: the same value `wastesort-train export --install` records."""
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def build_onnx(path: Path, backend: str) -> bytes:
+    """The exported (and for onnx-int8 quantised) network of a checkpoint, built in this process."""
+    from model.checkpoint import load_checkpoint
+    from model.inference import InferenceNet, export_onnx_bytes, quantize_onnx_int8
+
+    ckpt = load_checkpoint(path)
+    raw = export_onnx_bytes(InferenceNet(ckpt.build_model()), ckpt.preprocess)
+    return quantize_onnx_int8(raw) if backend == "onnx-int8" else raw
+
+
+def load_in_background(settings: ClassifySettings, timeout_s: float = 600.0) -> Classifier:
+    """The configured model, with the heavy ONNX export in a child process (see the module doc)."""
+    path = model_file(settings)
+    if settings.backend == "torch" or path.suffix == ".onnx":
+        return load_model(settings)  # no export: cheap enough here
+    from model.checkpoint import load_checkpoint
+    from model.inference import Classifier, OnnxRunner
+
+    ckpt = load_checkpoint(path)  # a bad file fails here, with the usual message
+    proc = subprocess.run([sys.executable, "-m", "daemon.model_reload", str(path), settings.backend],
+                          capture_output=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise ValueError(f"exporting {path} to ONNX failed: {lines[-1] if lines else proc.returncode}")
+    runner = OnnxRunner(proc.stdout, inference_threads(settings.num_threads))
+    return Classifier(ckpt, runner, settings.backend)
 
 
 def model_file(settings: ClassifySettings) -> Path:
@@ -118,7 +153,7 @@ class ModelReloader:
         log.info("model_reload_started", path=str(path), checksum=self.active.checksum)
         try:
             before = file_checksum(path)
-            model = load_model(self._s)
+            model = load_in_background(self._s)
             after = file_checksum(path)
             if after != before:
                 raise ValueError(f"{path} changed while it was being loaded; send SIGHUP again")
@@ -136,3 +171,10 @@ class ModelReloader:
         log.info("model_changed", previous=previous, checksum=after, classes=self.active.classes,
                  trained_on=self.active.trained_on, unmapped_to_reject=unmapped)
         self._on_change(self.active, previous)
+
+
+if __name__ == "__main__":  # the export child: python -m daemon.model_reload PATH BACKEND > onnx bytes
+    import warnings
+
+    warnings.simplefilter("ignore")
+    sys.stdout.buffer.write(build_onnx(Path(sys.argv[1]), sys.argv[2]))

@@ -28,7 +28,7 @@ def test_reload_swaps_the_model_mid_run(
 ) -> None:
     live = make_tiny_checkpoint(tmp_path / "live.pt")
     first = file_checksum(live)
-    n = 10
+    n = 24  # ~10 s of belt: the reload's export child needs a few seconds on a loaded machine
     video = belt_video(tmp_path / "belt.avi", n)
     settings = make_settings(video, sim.link, model_path=live, broker=broker)
     items: list[ItemEvent] = []
