@@ -121,8 +121,10 @@ def test_collect_review_finetune_install_reload(
     # 4. the next shift runs while the new model is installed and loaded with SIGHUP
     cli("-m", "daemon.sim_site", "render", "--items", "48", "--out", str(tmp_path / "shift2.avi"), "--seed", "1")
     cfg2 = config(tmp_path / "run.toml", tmp_path / "shift2.avi", live, collected, sim.link, broker)
-    daemon = subprocess.Popen([PY, "-m", "daemon", "run", "--config", str(cfg2)], cwd=REPO, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    log_file = tmp_path / "shift2.log"
+    with log_file.open("w") as log_out:  # a file, not a pipe: a full pipe would block the daemon
+        daemon = subprocess.Popen([PY, "-m", "daemon", "run", "--config", str(cfg2)], cwd=REPO,
+                                  stdout=subprocess.DEVNULL, stderr=log_out)
     try:
         assert wait_for(lambda: len(collector.on("items")) >= 3, 60), "the daemon made no decisions"
         installed = cli("-m", "training.cli", "export", "--checkpoint", ft["checkpoint"], "--install", str(live),
@@ -132,10 +134,11 @@ def test_collect_review_finetune_install_reload(
         before_reload = len(collector.on("items"))
         daemon.send_signal(signal.SIGHUP)
         assert wait_for(lambda: len(collector.on("model")) >= 2, 60), "no model announcement after SIGHUP"
-        _, stderr = daemon.communicate(timeout=120)
+        daemon.wait(timeout=120)
     finally:
         if daemon.poll() is None:
             daemon.kill()
+    stderr = log_file.read_text()
     assert daemon.returncode == 0, stderr[-3000:]
     models = collector.on("model")
     assert [m["checksum"] for m in models] == [first, second] and models[1]["reason"] == "reload"
@@ -146,7 +149,8 @@ def test_collect_review_finetune_install_reload(
     assert before_reload < len(items) and after > 0, "no decisions after the reload"
     stats = collector.on("stats")[-1]
     assert stats["model_checksum"] == second and stats["dropped_frames"] == 0 and stats["collect_dropped"] == 0
-    assert stats["items"] == len(items) == 48 and stats["actuations_ok"] == 48, stats
+    failed = [a for a in collector.on("actuations") if not a["acknowledged"]]
+    assert stats["items"] == len(items) == 48 and stats["actuations_ok"] == 48, (stats["actuation_errors"], failed)
     log = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any(e.get("event") == "model_changed" and e.get("checksum") == second for e in log)
     print(f"walkthrough wall time: {time.monotonic() - t0:.1f} s")
