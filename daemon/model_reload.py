@@ -145,10 +145,11 @@ class ModelReloader:
             t.join(timeout_s)
 
     def _reload(self) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _RELOAD_NICE)
-        except (OSError, AttributeError):
-            pass
+        try:  # this thread only (Linux: per-thread nice); the export child inherits it
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + _RELOAD_NICE))
+        except OSError:
+            pass  # e.g. the unit's SystemCallFilter refuses it: the load just competes a little more
         path = model_file(self._s)
         log.info("model_reload_started", path=str(path), checksum=self.active.checksum)
         try:
