@@ -172,6 +172,13 @@ def test_install_backup_checksum_and_refusal(image_folder: Path, tmp_path: Path,
     assert out["checksum"] == hashlib.sha256(second.read_bytes()).hexdigest()
     assert train_main(["export", "--checkpoint", str(first), "--install", str(target)]) == 2
     assert "without the base dataset" in capsys.readouterr().err
+    payload = torch.load(first, weights_only=True)
+    payload["config"]["d_model"] *= 2  # weights of another architecture than the config says
+    torch.save(payload, tmp_path / "other.pt")
+    assert train_main(["export", "--checkpoint", str(tmp_path / "other.pt"), "--onnx", str(tmp_path / "o.onnx"),
+                       "--install", str(target), "--force"]) == 2
+    assert "do not fit its architecture" in capsys.readouterr().err
+    assert out["checksum"] == hashlib.sha256(target.read_bytes()).hexdigest()  # still the forced install
     assert train_main(["export", "--checkpoint", str(first), "--install", str(target), "--base", str(image_folder),
                        "--margin", "1"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

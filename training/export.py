@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model.checkpoint import load_checkpoint
 from model.inference import export_onnx_file
 
-from .install import install_model
+from .install import install_model, load_valid
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    load_checkpoint(args.checkpoint)  # validates before anything is written
+    load_valid(args.checkpoint)  # validates before anything is written
     onnx_path = export_onnx_file(args.checkpoint, args.onnx or args.checkpoint.with_suffix(".onnx"))
     result = {"onnx": str(onnx_path), "onnx_bytes": onnx_path.stat().st_size}
     if args.install:

@@ -257,5 +257,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "epochs": args.epochs, "lr": args.lr, "teacher": str(args.teacher) if args.teacher else None,
                      "base": str(args.base) if args.base else None, "report": report, "history": history},
     }
-    save_checkpoint(out, model.cpu(), names, pre, temperature=temperature, unknown=unknown, meta=meta)
+    try:
+        save_checkpoint(out, model.cpu(), names, pre, temperature=temperature, unknown=unknown, meta=meta)
+    except OSError as e:
+        Path(str(out) + ".tmp").unlink(missing_ok=True)
+        raise ValueError(f"cannot write {out}: {e.strerror or e} (the fine-tuning result is lost; free space "
+                         f"or pass --out on another disk)") from None
     return {**report, "checkpoint": str(out), "temperature": temperature}

@@ -79,8 +79,19 @@ def base_accuracy(path: Path, names: list[str], samples: list[Sample], batch: in
     return round(correct / max(1, len(samples)), 4)
 
 
+def load_valid(path: Path) -> StudentCheckpoint:
+    """The checkpoint, once its weights are known to fit its architecture (a clear error if not)."""
+    ckpt = load_checkpoint(path)
+    try:
+        ckpt.build_model()
+    except RuntimeError as e:
+        raise ValueError(f"{path}: its weights do not fit its architecture (config d_model={ckpt.config.d_model}, "
+                         f"num_classes={ckpt.config.num_classes}); nothing was written: {str(e).splitlines()[0]}") from None
+    return ckpt
+
+
 def install_model(candidate: Path, target: Path, base: Path | None, margin: float, force: bool) -> InstallResult:
-    ckpt = load_checkpoint(candidate)  # a broken candidate never replaces anything
+    ckpt = load_valid(candidate)  # a broken candidate never replaces anything
     acc_new = acc_old = None
     if target.is_file() and not force:
         try:
