@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt, model = load_init(args.init)
     pre = ckpt.preprocess  # never assumed: the input the model was trained on
-    names, site, info = site_samples(args.data, ckpt.class_names, args.new_class, args.confirmed_only)
+    names, site, info = site_samples(args.data.resolve(), ckpt.class_names, args.new_class, args.confirmed_only)
     site_train, site_val = stratified_split(site, args.site_val_fraction, args.seed)
     save_split(run_dir / "site_split.json", names, site_train, site_val, Path("/"))
     base_train: list[Sample] = []
