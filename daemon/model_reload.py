@@ -105,8 +105,10 @@ class ActiveModel:
 
 
 def describe(classifier: Classifier, path: Path | None, checksum: str) -> ActiveModel:
-    return ActiveModel(str(path) if path else IN_MEMORY, checksum, list(classifier.class_names), classifier.backend,
-                       trained_on(classifier.checkpoint.meta))
+    """Also for a stand-in classifier a caller hands the pipeline (tests): what it lacks is left out."""
+    meta = getattr(getattr(classifier, "checkpoint", None), "meta", None) or {}
+    return ActiveModel(str(path) if path else IN_MEMORY, checksum, list(classifier.class_names),
+                       getattr(classifier, "backend", "unknown"), trained_on(meta))
 
 
 class ModelReloader:
