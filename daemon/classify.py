@@ -61,6 +61,11 @@ def load_model(settings: ClassifySettings) -> Classifier:
     return load_classifier(settings.model_path, backend=settings.backend, threads=inference_threads(settings.num_threads))
 
 
+def _warm_up(classifier: Classifier, max_batch: int = 4) -> None:
+    for n in range(1, max_batch + 1):
+        classifier.predict([np.full((64, 48, 3), 127, np.uint8)] * n)
+
+
 class ItemClassifier:
     """Classifies a batch of crops in one call and applies the confidence/unknown/gate rules."""
 
@@ -83,14 +88,19 @@ class ItemClassifier:
     def warm_up(self, max_batch: int = 4) -> None:
         """Throw-away inferences at batch sizes 1..max_batch: the CPU kernels are prepared per input
         shape, and without this the first frame with two items at once paid >100 ms (bench/)."""
-        for n in range(1, max_batch + 1):
-            self._clf.predict([np.full((64, 48, 3), 127, np.uint8)] * n)
+        _warm_up(self._clf, max_batch)
+
+    def replace_model(self, classifier: Classifier) -> None:
+        """Warm the new model up, then swap it in: the next decide() uses it (model_reload.py)."""
+        _warm_up(classifier)
+        self._clf = classifier  # one reference assignment: a decide() in progress keeps the old one
 
     def decide(self, crops: list[np.ndarray]) -> list[Decision]:
         if not crops:
             return []
+        clf = self._clf
         t0 = time.perf_counter()
-        predictions = self._clf.predict(crops)
+        predictions = clf.predict(crops)
         self.last_inference_s = time.perf_counter() - t0
         return [self._decision(p) for p in predictions]
 

@@ -104,8 +104,14 @@ def cmd_run(path: Path) -> int:
         log.info("signal", signal=signal.Signals(signum).name)
         stop.set()
 
+    reload_requested = threading.Event()
+
+    def on_reload(signum: int, _frame: FrameType | None) -> None:  # `systemctl reload wastesort`
+        reload_requested.set()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_reload)
     notifier = SystemdNotifier()
     pipeline = Pipeline(settings, notifier=notifier)
     try:
@@ -123,6 +129,10 @@ def cmd_run(path: Path) -> int:
     ready = False
     waiting_for = ""
     while not stop.is_set() and not pipeline.wait_source_done(0.2):
+        if reload_requested.is_set():
+            reload_requested.clear()
+            log.info("signal", signal="SIGHUP", action="reload model")
+            pipeline.reload_model()
         if ready:
             continue
         if pipeline.wait_ready(0.0):

@@ -28,7 +28,7 @@ from daemon.settings import MqttSettings
 
 log = structlog.get_logger(__name__)
 
-TOPICS = ("available", "items", "actuations", "stats", "alerts")
+TOPICS = ("available", "items", "actuations", "stats", "alerts", "model")
 
 
 class _Client(mqtt.Client):

@@ -21,9 +21,11 @@ from daemon.actuation import ActuationRequest, ActuationResult
 from daemon.actuator import SerialActuator
 from daemon.capture import CaptureThread, FrameSlot
 from daemon.classify import ItemClassifier, load_model
+from daemon.collect import CropCollector
 from daemon.events import ItemEvent, WallClock, actuation_payload, alert_payload
 from daemon.health import HealthMonitor
 from daemon.metrics import PipelineMetrics
+from daemon.model_reload import ActiveModel, ModelReloader, describe, file_checksum, model_file
 from daemon.mqtt_events import EventPublisher
 from daemon.notify import SystemdNotifier, watchdog_interval_s
 from daemon.reporting import RunSummary, run_summary, stats_payload
@@ -79,6 +81,8 @@ class Pipeline:
         self.processor: FrameProcessor | None = None
         self.capture: CaptureThread | None = None
         self.health: HealthMonitor | None = None
+        self.collector: CropCollector | None = None
+        self.reloader: ModelReloader | None = None
         self.scheduler = ActuationScheduler(
             fire=self._fire, on_missed=self._on_actuation_result, late_tolerance_s=settings.serial.max_late_ms / 1000
         )
@@ -93,7 +97,13 @@ class Pipeline:
         model = self._classifier_model if self._classifier_model is not None else load_model(s.classify)
         self.classifier = ItemClassifier(s.classify, model, s.class_to_gate, s.reject_gate)
         self.classifier.warm_up(max_batch=max(4, 2 * s.classify.views))  # two items' views in one frame
-        self.processor = FrameProcessor(s, self.classifier, self.metrics, self.run_id, self.clock, self.alert)
+        path = model_file(s.classify) if self._classifier_model is None or s.classify.model_path else None
+        active = describe(model, path, file_checksum(path) if path else "in-memory")
+        self.reloader = ModelReloader(s.classify, self.classifier, active, self._on_model_change, self.alert)
+        if s.collect.enabled:
+            self.collector = CropCollector(s.collect, s.mqtt.line_id, on_alert=self.alert).start()
+        self.processor = FrameProcessor(s, self.classifier, self.metrics, self.run_id, self.clock, self.alert,
+                                        on_decided=self._collect if self.collector else None)
         unmapped = self.classifier.unmapped_classes()
         if unmapped:
             log.warning("classes_without_gate", classes=unmapped, route="reject")
@@ -102,6 +112,7 @@ class Pipeline:
             log.warning("class_to_gate_unknown_classes", classes=unknown, model_classes=self.classifier.class_names)
         if s.mqtt.enabled:
             self.publisher = EventPublisher(s.mqtt, on_link=self._on_broker_link).start()
+        self._on_model_change(active, None)
         if s.serial.enabled:
             self.actuator = SerialActuator(
                 s.serial, max(s.gates), on_result=self._on_actuation_result, on_link=self._on_serial_link,
@@ -160,6 +171,8 @@ class Pipeline:
             self.actuator.close(ack_wait_s=1.0)
         if self.health is not None:
             self.health.stop()
+        if self.collector is not None:
+            self.collector.stop()
         self._stop_stats.set()
         self._stats_thread.join(timeout=2)
         summary = self.summary()
@@ -184,12 +197,31 @@ class Pipeline:
         )
 
     def stats_payload(self) -> dict[str, Any]:
-        return stats_payload(
+        payload = stats_payload(
             self.metrics, self.run_id, self.serial_state, self.broker_state(),
             self.publisher.pending() if self.publisher else 0,
             serial_malformed_lines=self.actuator.malformed_lines if self.actuator else 0,
             controller_resets=self.actuator.resets if self.actuator else 0,
         )
+        if self.reloader is not None:
+            payload["model_checksum"] = self.reloader.active.checksum
+        return payload | (self.collector.stats() if self.collector is not None else {})
+
+    # --- model and collection (docs/site-data.md) -----------------------------------------------
+    def reload_model(self) -> bool:
+        """Load the model file again in the background (SIGHUP); False if a reload is already running."""
+        return self.reloader is not None and self.reloader.request()
+
+    def _on_model_change(self, active: ActiveModel, previous: str | None) -> None:
+        """Publish (retained) and log the live model: at start and after every reload."""
+        payload = active.payload(self.run_id, "start" if previous is None else "reload", previous)
+        log.info("model_active", **{k: v for k, v in payload.items() if k != "run"})
+        if self.publisher is not None:
+            self.publisher.publish("model", payload, retain=True)
+
+    def _collect(self, event: ItemEvent, crops: list[Any]) -> None:
+        if self.collector is not None and self.reloader is not None:
+            self.collector.submit(event, crops, self.reloader.active.checksum)
 
     def summary(self) -> RunSummary:
         return run_summary(self.metrics)

@@ -248,6 +248,20 @@ class MqttSettings(_Section):
         return self.password_file.read_text(encoding="utf-8").strip()
 
 
+class CollectSettings(_Section):
+    """Keeps the crops the line classified, for review and fine-tuning on site (docs/site-data.md)."""
+
+    enabled: bool = False
+    directory: Path = Path("/var/lib/wastesort/collect")
+    # every item, items below low_confidence_below, items scored unknown, or one item in one_in_n
+    policy: Literal["every", "low_confidence", "unknown", "one_in_n"] = "low_confidence"
+    low_confidence_below: float = Field(0.7, ge=0, le=1)
+    one_in_n: int = Field(10, ge=1)
+    max_disk_mb: float = Field(1024.0, gt=0)  # oldest items are deleted beyond this
+    queue_size: int = Field(64, ge=1)  # items waiting to be written; beyond it they are dropped (stats)
+    jpeg_quality: int = Field(92, ge=10, le=100)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -283,6 +297,7 @@ class Settings(BaseSettings):
     reject_gate: int = 4
     serial: SerialSettings = SerialSettings()
     mqtt: MqttSettings = MqttSettings()
+    collect: CollectSettings = CollectSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

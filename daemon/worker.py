@@ -35,8 +35,10 @@ class FrameProcessor:
         run_id: str,
         clock: WallClock,
         on_alert: Callable[[str, str], None],
+        on_decided: Callable[[ItemEvent, list[np.ndarray]], None] | None = None,
     ) -> None:
         self.s = settings
+        self._on_decided = on_decided  # sees each item's event with the crops it was classified on
         self.classifier = classifier
         self.metrics = metrics
         self.run_id = run_id
@@ -122,6 +124,8 @@ class FrameProcessor:
             else:
                 m.rejects[d.reason or "other"] += 1
             m.decision.add(t_decided - item.t_capture)
+            if self._on_decided is not None:
+                self._on_decided(event, list(item.all_crops))  # every view the decision was made on
             angle = gate.angle_for(d.label if d.action == "sort" else REJECT_BIN)  # None: not a servo gate
             out.append((event, ActuationRequest(item.track_id, d.gate, gate.pulse_ms, due, angle)))
         return out

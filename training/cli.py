@@ -1,4 +1,4 @@
-"""`wastesort-train`: teacher | teacher-cache | meta | distill | unknown-eval | ablation | evaluate | export | unknown-fit."""
+"""`wastesort-train`: teacher | teacher-cache | meta | distill | unknown-eval | ablation | evaluate | export | unknown-fit | review | finetune."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import ablation, distill, evaluate, export, meta, teacher_train, unknown_eval, unknown_refit, view_cache
+    from . import ablation, distill, evaluate, export, finetune, meta, review, teacher_train, unknown_eval, unknown_refit, view_cache
 
     parser = argparse.ArgumentParser(prog="wastesort-train", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         ("evaluate", evaluate, "accuracy, macro-F1, per-class P/R, ECE, confusion matrix"),
         ("export", export, "ONNX + the single-file checkpoint the daemon loads"),
         ("unknown-fit", unknown_refit, "give a trained checkpoint another unknown-item scorer (no retraining)"),
+        ("review", review, "turn the daemon's collected crops into labels a person checked (docs/site-data.md)"),
+        ("finetune", finetune, "fine-tune a student on site data mixed with the base dataset"),
     ]:
         p = sub.add_parser(name, help=helptext)
         module.add_arguments(p)

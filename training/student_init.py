@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from model.preprocess import PreprocessConfig
 from model.student import ConvStemEmbedding, DistilledViT
 
 from .data import Sample
-from .view_cache import ViewCache
+from .view_cache import ViewCache, teacher_spec_pre
 from .view_data import SeededViews, StemFeatureViews, load_photos, mask_store_for
 
 
@@ -49,16 +51,9 @@ def cached_view_dataset(path: Path, train: list[Sample], names: list[str], pre: 
     cache = ViewCache.load(path)
     cache.check_matches(names, [s.path for s in train])
     # render at the size the cache's views were made at (the teacher's), then resize to the student
-    teacher_pre = _teacher_input(cache)
+    teacher_pre = teacher_spec_pre(Path(cache.teacher))
     photos = load_photos(train, (teacher_pre.height, teacher_pre.width), mask_store_for(run_dir))
     return EpochViews(SeededViews(photos, cache.seeds, pre, targets=cache.logits))
-
-
-def _teacher_input(cache: ViewCache) -> PreprocessConfig:
-    from .teacher_train import load_teacher_spec
-
-    _, spec, _ = load_teacher_spec(Path(cache.teacher), torch.device("cpu"))
-    return spec.preprocess
 
 
 def copy_stem_from_teacher(student: DistilledViT, teacher_path: Path) -> None:
@@ -112,8 +107,6 @@ def stem_feature_dataset(cache_path: Path, features_path: Path, train: list[Samp
 
 def stem_signature(student: DistilledViT) -> str:
     """A short hash of the stem's weights, so stored stem outputs are only used with that stem."""
-    import hashlib
-
     if not isinstance(student.patch_embed, ConvStemEmbedding):
         return ""
     h = hashlib.sha1()
@@ -125,8 +118,6 @@ def stem_signature(student: DistilledViT) -> str:
 
 def check_stem_features(features_path: Path, student: DistilledViT) -> None:
     """Stored stem outputs must come from this student's stem weights at this student's input."""
-    import json
-
     info_path = features_path.with_suffix(".json")
     if not info_path.is_file():
         raise FileNotFoundError(f"{info_path} (the record of how {features_path.name} was made) is missing")

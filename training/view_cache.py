@@ -110,6 +110,7 @@ def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module
 
 
 def teacher_spec_pre(teacher_path: Path) -> PreprocessConfig:
+    """The input a teacher file says its network expects (the size the views are rendered at)."""
     return load_teacher_spec(teacher_path, torch.device("cpu"))[1].preprocess
 
 
