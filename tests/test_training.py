@@ -302,7 +302,8 @@ def test_ablation_cli_runs_every_row_and_resumes(image_folder: Path, tmp_path: P
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(tiny_config().to_dict()))
     common = ["--data", str(image_folder), "--val-fraction", "0.25"]
-    assert train_main(["teacher", *common, "--run-dir", str(run), "--epochs", "1", "--height", "24", "--width", "32", "--batch-size", "8"]) == 0
+    # the ablation's rows run their teacher online on the student's own input: a ResNet-50 at that input
+    assert train_main(["teacher", *common, "--run-dir", str(run), "--epochs", "1", "--arch", "resnet50", "--height", "24", "--width", "32", "--batch-size", "8"]) == 0
     args = ["ablation", *common, "--run-dir", str(abl), "--teacher", str(run / "teacher.pt"), "--config", str(cfg_file),
             "--split", str(run / "split.json"), "--epochs", "1", "--meta-iters", "1", "--batch-size", "8"]
     assert train_main(args) == 0
