@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
 import pytest
+import structlog
 
 REPO = Path(__file__).resolve().parent.parent
 TRASHNET = REPO.parent / "shared" / "datasets" / "trashnet"
 SAMPLES = REPO / "daemon" / "samples"
 CLASSES = ["cardboard", "glass", "metal", "paper", "plastic", "trash"]
+
+
+@pytest.fixture(autouse=True)
+def _structlog_back_to_defaults() -> Iterator[None]:
+    """A test that runs the demo or the daemon in-process configures structlog to print to the
+    sys.stderr of that moment, pytest's capture file, which is closed after the test: a later test
+    whose threads log would then die on a closed file. Every test starts from the defaults."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture()

@@ -16,10 +16,10 @@ def test_latency_benchmark_reports_every_model(tiny_checkpoint: Path, capsys: py
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     names = [r["name"] for r in result["latency"]]
-    assert names == ["student/torch", "student/onnx", "resnet50@224x224", "resnet50@24x32", "mobilenet_v3_small@24x32"]
+    assert names == ["student/torch", "student/onnx", "resnet50@224x224", "resnet50@24x32", "mobilenet_v3_small@24x32", "efficientnet_lite0/onnx@256x192"]
     assert all(r["median_ms"] > 0 and r["p95_ms"] >= r["median_ms"] - 1e-9 and r["peak_rss_mb"] > 0 for r in result["latency"])
     md = render(result, "wastesort bench latency")
-    assert "ResNet-50 @224×224" in md and "MobileNetV3-small" in md
+    assert "ResNet-50 @224×224" in md and "MobileNetV3-small" in md and "EfficientNet-Lite0 in ONNX Runtime" in md
 
 
 def test_bench_reports_a_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
