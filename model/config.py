@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
+
 
 LITE_STEMS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 LITE_STAGE_STRIDES = (2, 4, 8, 16, 16, 32, 32)  # total stride after each stage of an EfficientNet-Lite
@@ -89,8 +91,8 @@ class StudentConfig:
     def input_mean_std(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
         """Normalisation the network expects: the pretrained stem's own, else ImageNet's."""
         if self.stem == "linear":
-            return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-        return (127.0 / 255.0,) * 3, (128.0 / 255.0,) * 3
+            return IMAGENET_MEAN, IMAGENET_STD
+        return LITE_MEAN, LITE_STD
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -15,9 +15,8 @@ import timm
 import torch
 from torch import nn
 
-# Lite normalisation: (x - 127) / 128 on 0..255 pixels, i.e. mean 127/255, std 128/255 on 0..1.
-LITE_MEAN = (127.0 / 255.0,) * 3
-LITE_STD = (128.0 / 255.0,) * 3
+from .preprocess import LITE_MEAN, LITE_STD
+
 LITE_VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 _PACKAGE = {

@@ -24,7 +24,7 @@ from model.teacher import DEFAULT_TEACHER, TEACHER_ARCHS, TeacherSpec, build_tea
 
 from .data import get_split
 from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, param_groups, predict_logits, progress, resolve_device, save_state, seed_everything, warmup_cosine
-from .view_data import PlainPhotos, RandomViews, SeededViews, load_photos, mask_store_for, view_seeds
+from .view_data import Photos, PlainPhotos, RandomViews, SeededViews, load_photos, mask_store_for, view_seeds
 
 log = logging.getLogger(__name__)
 VAL_PASTED_SEED = 987  # the fixed validation views on other backdrops (never trained on)
@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=None, help="input width (default: the architecture's own)")
 
 
-def evaluation_loaders(photos_val, pre: PreprocessConfig) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:  # type: ignore[no-untyped-def]
+def evaluation_loaders(photos_val: Photos, pre: PreprocessConfig) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
     """(the validation photos as they are, the same photos once each on a fixed other backdrop)."""
     plain = make_loader(PlainPhotos(photos_val, pre), 64, False)
     pasted = make_loader(SeededViews(photos_val, view_seeds(len(photos_val.images), 1, VAL_PASTED_SEED), pre), 64, False)

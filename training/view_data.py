@@ -20,7 +20,7 @@ from model.preprocess import PreprocessConfig, normalize
 
 from .cutout import MaskStore
 from .data import DataError, Sample
-from .views import ViewPolicy, neighbour_picker, render_view
+from .views import ViewPolicy, neighbour_picker, render_view, seed_for
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,6 @@ class PlainPhotos(Dataset):
 
 def view_seeds(count: int, views: int, base_seed: int) -> np.ndarray:
     """(count, views) int64 table of view seeds, reproducible from base_seed."""
-    from .views import seed_for
-
     return np.array([[seed_for(base_seed, i, k) for k in range(views)] for i in range(count)], np.int64)
 
 
