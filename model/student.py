@@ -158,15 +158,19 @@ class DistilledViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self._heads(*self.forward_features(x))
 
-    def forward_from_stem(self, grid: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """The same as forward, from the CNN stem's output (B, C, rows, cols): a training with a
+    def features_from_stem(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward_features from the CNN stem's output (B, C, rows, cols): a training with a
         frozen stem computes that once per view instead of at every step."""
         if not isinstance(self.patch_embed, ConvStemEmbedding):
             raise ValueError("forward_from_stem needs a student with a CNN stem")
         expected = (self.patch_embed.cnn.out_channels, *self.cfg.grid_size)
         if tuple(grid.shape[1:]) != expected:
             raise ValueError(f"stem features of shape {tuple(grid.shape[1:])}, expected {expected}")
-        return self._heads(*self._encode(self._sequence(self.patch_embed.project(grid))))
+        return self._encode(self._sequence(self.patch_embed.project(grid)))
+
+    def forward_from_stem(self, grid: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The same as forward, from the CNN stem's output (see features_from_stem)."""
+        return self._heads(*self.features_from_stem(grid))
 
     def affine_layers(self) -> list[FeatureWiseAffine]:
         return [b.affine for b in self.blocks if isinstance(b.affine, FeatureWiseAffine)]

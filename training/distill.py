@@ -15,6 +15,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
@@ -31,6 +32,7 @@ from .data import CachedImageDataset, get_split
 from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, param_groups, predict_logits, progress, save_state, seed_everything, warmup_cosine
 from .student_init import EpochViews, FromStem, cached_view_dataset, check_stem_features, copy_stem_from_teacher, freeze_stem, stem_feature_dataset, student_preprocess
 from .teacher_train import accuracy, evaluation_loaders, load_teacher
+from .feature_distill import FeatureHead, FromStemWithFeatures, WithFeatureTargets, feature_loss, load_feature_targets
 from .view_cache import ViewCache
 from .view_data import load_photos, mask_store_for
 from .metrics import compute_metrics, fit_temperature
@@ -57,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stem-features", type=Path, default=None, help="with --views: the stored stem outputs of those views (teacher-cache --student-config); the stem stays frozen at the teacher's first stages and the student trains from them, rendering nothing")
     p.add_argument("--stem-from-teacher", type=Path, default=None, help="a fine-tuned EfficientNet-Lite teacher whose first stages initialise the student's CNN stem (same variant)")
     p.add_argument("--freeze-stem-stages", type=int, default=2, help="CNN stem: keep the stem convolution and this many first stages fixed (their ImageNet edges and textures need no retraining)")
+    p.add_argument("--imagenet-features", type=Path, default=None, help="with --stem-features: the stored ImageNet features of the same views (teacher-cache --imagenet-features); the class-token embedding also learns to predict them (training.feature_distill)")
+    p.add_argument("--feature-weight", type=float, default=1.0, help="weight of the feature-distillation loss (cosine) beside the soft distillation loss")
     p.add_argument("--unknown-method", choices=METHODS, default="msp", help="unknown-item scorer stored in the checkpoint (msp: best mean AUROC in the leave-one-class-out table of docs/results.md, with energy)")
 
 
@@ -84,20 +88,27 @@ def run_epoch(
     device: torch.device,
     desc: str,
     show: bool = True,
+    feature_weight: float = 0.0,
 ) -> tuple[float, float]:
     """One epoch of the second training's recipe; returns (mean loss, training accuracy).
 
     With a teacher: the soft distillation loss, the teacher in eval mode under no_grad on the
     same augmented batch. Without one: cross-entropy on both heads (the no-distillation ablation).
+    A model that also returns predicted ImageNet features (FromStemWithFeatures) adds
+    feature_weight x the feature-distillation loss against the batch's fourth entry.
     """
     model.train()
     bar = progress(loader, desc, disable=not show)
     loss_sum, correct, seen = 0.0, 0, 0
     for batch in bar:
         x, y = batch[0].to(device, memory_format=torch.channels_last), batch[1].to(device)
-        cls_logits, dist_logits = _two_heads(model(x))
-        if len(batch) == 3:  # the teacher's logits for this very view, from the view cache
+        out = model(x)
+        predicted_features = out[2] if isinstance(out, tuple) and len(out) == 3 else None
+        cls_logits, dist_logits = _two_heads(out[:2] if predicted_features is not None else out)
+        if len(batch) >= 3:  # the teacher's logits for this very view, from the view cache
             loss = criterion(cls_logits, dist_logits, batch[2].to(device), y)
+            if predicted_features is not None:  # and the ImageNet network's features of it
+                loss = loss + feature_weight * feature_loss(predicted_features, batch[3].to(device))
         elif teacher is not None:
             with torch.no_grad():
                 t_logits = teacher(x)
@@ -161,6 +172,11 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         args.freeze_stem_stages = model.cfg.stem_stages
         check_stem_features(args.stem_features, model)
         train_ds = stem_feature_dataset(args.views, args.stem_features, train, names)
+        if args.imagenet_features is not None:
+            stream = train_ds.views
+            train_ds = EpochViews(WithFeatureTargets(stream, load_feature_targets(args.imagenet_features, len(train), stream.views)))
+    elif args.imagenet_features is not None:
+        raise ValueError("--imagenet-features goes with --stem-features (the features are stored per cached view)")
     elif args.views is not None:
         train_ds = cached_view_dataset(args.views, train, names, pre, run_dir)
         teacher_path = Path(str(ViewCache.load(args.views).teacher))
@@ -181,9 +197,16 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         p.requires_grad_(False)
     freeze_stem(model, args.freeze_stem_stages)
     model = model.to(memory_format=torch.channels_last)
-    opt, sched = optimiser_and_schedule(model, args.lr, args.epochs, len(train_dl))
+    feature_head = None
+    if args.imagenet_features is not None:
+        feature_head = FeatureHead(cfg.d_model, int(np.load(args.imagenet_features, mmap_mode="r").shape[2])).to(device)
+    trained = model if feature_head is None else torch.nn.ModuleDict({"student": model, "feature_head": feature_head})
+    opt, sched = optimiser_and_schedule(trained, args.lr, args.epochs, len(train_dl))
     student = model
-    model = ctx.wrap(FromStem(student) if args.stem_features is not None else student)
+    if feature_head is not None:
+        model = ctx.wrap(FromStemWithFeatures(student, feature_head))
+    else:
+        model = ctx.wrap(FromStem(student) if args.stem_features is not None else student)
     weights = class_weights(train_ds.labels, len(names)).to(device) if args.balance == "weights" else None
     distilling = teacher is not None or args.views is not None
     criterion = DistillationLoss(args.tau, args.lam if distilling else 0.0, hard=args.hard, class_weight=weights)
@@ -192,6 +215,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     average = AveragedModel(student) if args.average_tail > 0 else None
     if args.resume and state_path.is_file():
         state, extra = load_state(state_path, student, opt, sched)
+        if feature_head is not None:
+            if "feature_head" not in extra:
+                raise ValueError(f"{state_path} was saved without a feature head; resume without --imagenet-features or start afresh")
+            feature_head.load_state_dict(extra["feature_head"])
         if average is not None and extra.get("average_window") == window:
             average.load_state_dict(extra["average"])
         log.info("resumed distillation at epoch %d", state.epoch)
@@ -201,7 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         ctx.set_epoch(train_dl, state.epoch)
         if isinstance(train_ds, EpochViews):
             train_ds.set_epoch(state.epoch)
-        loss_avg, acc = run_epoch(model, teacher, train_dl, criterion, opt, sched, device, f"distill {state.epoch + 1}/{args.epochs}", show=ctx.is_main)
+        loss_avg, acc = run_epoch(model, teacher, train_dl, criterion, opt, sched, device, f"distill {state.epoch + 1}/{args.epochs}", show=ctx.is_main, feature_weight=args.feature_weight)
         state.step += len(train_dl)
         student.eval()
         logits, ys = predict_logits(student, val_dl, device)
@@ -218,8 +245,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         if ctx.is_main:
             logger.write(rec)
             log.info("%s", rec)
-            average_state = {"average": average.state_dict(), "average_window": window} if average is not None else None
-            save_state(state_path, student, opt, sched, state, average_state)
+            extra_state = {"average": average.state_dict(), "average_window": window} if average is not None else {}
+            if feature_head is not None:
+                extra_state["feature_head"] = feature_head.state_dict()
+            save_state(state_path, student, opt, sched, state, extra_state or None)
         ctx.barrier()
     ctx.close()
     if not ctx.is_main:
@@ -254,7 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             "val_macro_f1": before.macro_f1,
             "val_ece_before_temperature": before.ece,
             "val_ece_after_temperature": after.ece,
-            "distill": {"tau": args.tau, "lam": args.lam, "hard": args.hard, "epochs": args.epochs, "lr": args.lr, "aug_strength": args.aug_strength, "teacher": str(teacher_path), "views": str(args.views) if args.views else None, "stem_from_teacher": str(args.stem_from_teacher) if args.stem_from_teacher else None, "stem_features": str(args.stem_features) if args.stem_features else None, "freeze_stem_stages": args.freeze_stem_stages, "weights": final_weights},
+            "distill": {"tau": args.tau, "lam": args.lam, "hard": args.hard, "epochs": args.epochs, "lr": args.lr, "aug_strength": args.aug_strength, "teacher": str(teacher_path), "views": str(args.views) if args.views else None, "stem_from_teacher": str(args.stem_from_teacher) if args.stem_from_teacher else None, "stem_features": str(args.stem_features) if args.stem_features else None, "freeze_stem_stages": args.freeze_stem_stages, "imagenet_features": str(args.imagenet_features) if args.imagenet_features else None, "feature_weight": args.feature_weight if args.imagenet_features else None, "weights": final_weights},
         },
     )
     return {"val_accuracy": before.accuracy, "val_macro_f1": before.macro_f1, "best_epoch_val_accuracy": state.best_metric, "weights": final_weights, "temperature": temperature, "ece_before": before.ece, "ece_after": after.ece, "checkpoint": str(out)}

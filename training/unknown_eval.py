@@ -27,6 +27,8 @@ from .augment import belt_augmentation
 from .data import CachedImageDataset, Sample, get_split
 from .loop import class_weights, make_loader, progress, resolve_device, seed_everything, warmup_cosine
 from .metrics import fit_temperature
+from .student_init import student_preprocess
+from .unknown_loco import train_known
 from .unknown_fit import auroc, feature_params, logits_and_features, rejected_at_keep
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", type=Path, default=None, help="JSON result (default run_dir/unknown_eval.json), rewritten after every held-out class")
     p.add_argument("--features-out", type=Path, default=None, help="folder for each held-out class's features and logits (npz), to measure new scorers without retraining")
+    p.add_argument("--views", type=Path, default=None, help="the shipped recipe instead of small from-scratch students: the view cache (teacher-cache) whose teacher logits each held-out run distils from, the held-out class's logit removed")
+    p.add_argument("--stem-features", type=Path, default=None, help="with --views: the stored stem outputs of those views (teacher-cache --student-config)")
+    p.add_argument("--imagenet-features", type=Path, default=None, help="with --views: the stored ImageNet features of those views; adds feature distillation, as distill --imagenet-features")
+    p.add_argument("--feature-weight", type=float, default=1.0)
+    p.add_argument("--tau", type=float, default=3.0)
+    p.add_argument("--lam", type=float, default=0.5)
     p.add_argument("--rescore", type=Path, default=None, help="no training: recompute the table from a --features-out folder")
 
 
@@ -155,19 +163,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seed_everything(args.seed)
     device = resolve_device(args.device)
     names, train, val, _ = get_split(args.data, args.run_dir, args.val_fraction, args.seed)
+    if args.views is not None and args.stem_features is None:
+        raise ValueError("unknown-eval --views needs --stem-features (the shipped recipe trains from stored stem outputs)")
+    if args.views is None and args.imagenet_features is not None:
+        raise ValueError("--imagenet-features goes with --views and --stem-features")
     pre = PreprocessConfig(*StudentConfig().image_size)
     held_out = args.holdout.split(",")
     unknown_names = [h for h in held_out if h not in names]
     if unknown_names:
         raise ValueError(f"--holdout classes {unknown_names} are not among {names}")
-    results: dict[str, Any] = {"epochs": args.epochs, "holdout": {}}
+    recipe = "distilled from cached views" + (" + ImageNet features" if args.imagenet_features else "") if args.views else "cross-entropy from scratch"
+    results: dict[str, Any] = {"epochs": args.epochs, "recipe": recipe, "holdout": {}}
     out = args.out or (args.run_dir / "unknown_eval.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     for held in held_out:
         c = names.index(held)
         keep = [i for i in range(len(names)) if i != c]
         unknown = [s for s in train + val if s.label == c]
-        model = train_small(_relabel(train, keep), len(keep), pre, args, device)
+        if args.views is not None:
+            model = train_known(args, train, names, c, device)
+            pre = student_preprocess(model.cfg)
+        else:
+            model = train_small(_relabel(train, keep), len(keep), pre, args, device)
         arrays = holdout_arrays(model, _relabel(train, keep), _relabel(val, keep), unknown, pre, device)
         if args.features_out is not None:
             save_arrays(args.features_out / f"holdout_{held}.npz", arrays)

@@ -96,17 +96,58 @@ def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module
     features = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, k, stem.out_channels, rows, cols))
     flat = features.reshape(n * k, stem.out_channels, rows, cols)
     loader = make_loader(_TwoSizes(SeededViews(photos, seeds, teacher_spec_pre(teacher_path)), student_preprocess(cfg)), args.batch_size, False, num_workers=args.workers)
+    imagenet = ImageNetFeatureWriter(run_dir, cfg.stem, n, k, device) if args.imagenet_features else None
     logits, start = [], 0
     for x_t, x_s in progress(loader, "teacher + stem"):
-        logits.append(teacher(x_t.to(device, memory_format=torch.channels_last)).float().cpu())
+        x_t = x_t.to(device, memory_format=torch.channels_last)
+        logits.append(teacher(x_t).float().cpu())
         f = stem(x_s.to(device, memory_format=torch.channels_last)).float().cpu().numpy()
         flat[start : start + len(f)] = f.astype(np.float16)
+        if imagenet is not None:
+            imagenet.add(start, x_t)
         start += len(f)
     features.flush()
     del features, flat
     tmp.replace(path)
+    if imagenet is not None:
+        imagenet.close()
     (run_dir / "stem_features.json").write_text(json.dumps({"student_config": cfg.to_dict(), "stem_signature": stem_signature(student), "teacher": str(teacher_path), "shape": [n, k, stem.out_channels, rows, cols]}, indent=1))
     return torch.cat(logits).numpy()
+
+
+class ImageNetFeatureWriter:
+    """The ImageNet-pretrained network's penultimate features (before its 1000-way head) for every
+    view, at the teacher's input, into run_dir/imagenet_features.npy (N, K, D) float16: the target
+    of feature distillation (training.feature_distill), which gives the student an embedding that
+    knows what ImageNet knows about everyday objects, for telling unknown items apart."""
+
+    def __init__(self, run_dir: Path, variant: str, n: int, k: int, device: torch.device) -> None:
+        from model.efficientnet_lite import build_lite
+
+        self.net = build_lite(variant, 1000, pretrained=True).eval().to(device, memory_format=torch.channels_last)
+        self.path = run_dir / IMAGENET_FEATURES
+        self.tmp = self.path.with_name("imagenet_features.tmp.npy")
+        dim = int(self.net.num_features)
+        self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float16, shape=(n, k, dim))
+        self.flat = self.array.reshape(n * k, dim)
+        self.variant = variant
+
+    @torch.no_grad()
+    def add(self, start: int, x: torch.Tensor) -> None:
+        f = self.net.forward_head(self.net.forward_features(x), pre_logits=True).float().cpu().numpy()
+        self.flat[start : start + len(f)] = f.astype(np.float16)
+
+    def close(self) -> None:
+        import json
+
+        self.array.flush()
+        shape = list(self.array.shape)
+        del self.array, self.flat
+        self.tmp.replace(self.path)
+        self.path.with_suffix(".json").write_text(json.dumps({"network": f"{self.variant} ImageNet (pretrained, not fine-tuned)", "shape": shape}, indent=1))
+
+
+IMAGENET_FEATURES = "imagenet_features.npy"
 
 
 def teacher_spec_pre(teacher_path: Path) -> PreprocessConfig:
@@ -119,6 +160,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, default=8, help="K: views per training photo")
     p.add_argument("--out", type=Path, default=None, help="default run_dir/views.npz")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--imagenet-features", action="store_true", help="with --student-config: also store the ImageNet-pretrained network's penultimate features of every view (run_dir/imagenet_features.npy), the target of distill --imagenet-features")
     p.add_argument("--student-config", type=Path, default=None, help="StudentConfig JSON of a CNN-stem student: also store its stem's output (the teacher's first stages, at the student's size) for every view, in run_dir/stem_features.npy, so a frozen-stem distillation runs neither renderer nor stem")
 
 
@@ -138,6 +180,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     seeds = view_seeds(len(train), args.views, args.seed)
     timer = Timer()
     teacher = teacher.to(memory_format=torch.channels_last)
+    if args.imagenet_features and args.student_config is None:
+        raise ValueError("--imagenet-features goes with --student-config")
     if args.student_config is None:
         logits, _ = predict_logits(teacher, make_loader(SeededViews(photos, seeds, pre), args.batch_size, False, num_workers=args.workers), device)
         logits_np = logits.numpy()

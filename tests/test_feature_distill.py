@@ -1,0 +1,96 @@
+"""Feature distillation from ImageNet features, the shipped recipe's leave-one-class-out run,
+and continuing a fine-tuned teacher: end to end on real photos with tiny configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.cli import main as train_main
+from training.feature_distill import FeatureHead, feature_loss
+from training.unknown_loco import KnownPhotos
+from training.view_data import StemFeatureViews
+
+HYBRID = {"image_size": [64, 48], "patch_size": 16, "stem": "efficientnet_lite0", "stem_stages": 5, "d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64, "window_radius": 1}
+
+
+def test_feature_loss_is_zero_for_the_same_direction_and_learnable() -> None:
+    target = torch.randn(4, 1280)
+    assert float(feature_loss(3.0 * target, target)) == pytest.approx(0.0, abs=1e-6)
+    assert float(feature_loss(-target, target)) == pytest.approx(2.0, abs=1e-5)
+    head = FeatureHead(8, 1280)
+    x = torch.randn(16, 8)
+    goal = head(x).detach() + 0.0
+    other = FeatureHead(8, 1280)
+    opt = torch.optim.Adam(other.parameters(), lr=1e-2)
+    first = float(feature_loss(other(x), goal).detach())
+    for _ in range(100):
+        opt.zero_grad()
+        loss = feature_loss(other(x), goal)
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < first / 5
+
+
+def test_known_photos_drop_the_held_out_class_and_its_teacher_logit() -> None:
+    feats = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2, 1, 1)
+    logits = np.array([[[1, 2, 3]] * 2, [[4, 5, 6]] * 2, [[7, 8, 9]] * 2], np.float32)
+    stream = StemFeatureViews(feats, [0, 1, 2], logits)
+    known = KnownPhotos(stream, np.array([0, 2]), {0: 0, 2: 1}, [0, 2])
+    assert len(known) == 4 and known.photo_labels == [0, 1]
+    grid, label, t = known[3]  # photo 2 (now class 1), view 1
+    assert label == 1 and t.tolist() == [7.0, 9.0] and torch.equal(grid, torch.from_numpy(feats[2, 1]))
+
+
+def test_imagenet_features_distill_and_leave_one_class_out(image_folder: Path, tmp_path: Path) -> None:
+    """teacher -> teacher-cache --imagenet-features -> distill --imagenet-features -> unknown-eval --views."""
+    run = tmp_path / "run"
+    common = ["--data", str(image_folder), "--run-dir", str(run), "--val-fraction", "0.25"]
+    cfg_file = tmp_path / "hybrid.json"
+    cfg_file.write_text(json.dumps(HYBRID))
+    assert train_main(["teacher", *common, "--epochs", "1", "--height", "64", "--width", "48", "--batch-size", "8"]) == 0
+    assert train_main(["teacher-cache", *common, "--views", "2", "--student-config", str(cfg_file), "--imagenet-features"]) == 0
+    targets = np.load(run / "imagenet_features.npy", mmap_mode="r")
+    assert targets.shape == (36, 2, 1280) and np.abs(targets.astype(np.float32)).sum() > 0
+    cached = ["--views", str(run / "views.npz"), "--stem-features", str(run / "stem_features.npy")]
+    args = [*common, *cached, "--imagenet-features", str(run / "imagenet_features.npy"), "--config", str(cfg_file), "--epochs", "2", "--batch-size", "8"]
+    assert train_main(["distill", *args]) == 0
+    state = torch.load(run / "distill_state.pt", map_location="cpu", weights_only=False)
+    assert state["extra"]["feature_head"]["proj.weight"].shape == (1280, 32)  # saved, so a resume keeps it
+    meta = torch.load(run / "student.pt", map_location="cpu", weights_only=True)["meta"]["distill"]
+    assert meta["imagenet_features"].endswith("imagenet_features.npy")
+    # features without the stem outputs they belong to are refused
+    assert train_main(["distill", *common, "--views", str(run / "views.npz"), "--imagenet-features", str(run / "imagenet_features.npy"), "--config", str(cfg_file), "--epochs", "1", "--out", str(run / "x.pt")]) == 2
+    out = tmp_path / "loco.json"
+    assert train_main(["unknown-eval", *common, *cached, "--imagenet-features", str(run / "imagenet_features.npy"), "--holdout", "glass", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--features-out", str(tmp_path / "f")]) == 0
+    table = json.loads(out.read_text())
+    assert table["recipe"] == "distilled from cached views + ImageNet features"
+    row = table["holdout"]["glass"]
+    assert row["n_unknown"] == 8 and 0.0 <= row["mahalanobis"]["auroc"] <= 1.0
+    with np.load(tmp_path / "f" / "holdout_glass.npz") as z:
+        assert z["known_logits"].shape[1] == 5 and z["train_features"].shape[1] == 32
+
+
+def test_teacher_continues_from_a_fine_tuned_teacher_and_refuses_other_classes(image_folder: Path, tmp_path: Path) -> None:
+    from training.teacher_train import load_teacher_spec
+
+    run = tmp_path / "run"
+    common = ["--data", str(image_folder), "--run-dir", str(run), "--val-fraction", "0.25", "--batch-size", "8"]
+    assert train_main(["teacher", *common, "--epochs", "1", "--height", "64", "--width", "48"]) == 0
+    first, spec, _ = load_teacher_spec(run / "teacher.pt", torch.device("cpu"))
+    (run / "teacher.pt").rename(tmp_path / "first.pt")
+    run2 = tmp_path / "run2"
+    assert train_main(["teacher", *common[:2], "--run-dir", str(run2), *common[4:], "--epochs", "1", "--lr", "1e-9", "--init", str(tmp_path / "first.pt")]) == 0
+    again, spec2, _ = load_teacher_spec(run2 / "teacher.pt", torch.device("cpu"))
+    assert spec2 == spec  # the input of the file continued from, not the architecture's default
+    assert torch.allclose(first.conv_stem.weight, again.conv_stem.weight, atol=1e-5)
+    five = tmp_path / "five"
+    for cls in sorted(p.name for p in image_folder.iterdir())[:5]:
+        (five / cls).mkdir(parents=True)
+        for f in (image_folder / cls).iterdir():
+            (five / cls / f.name).write_bytes(f.read_bytes())
+    assert train_main(["teacher", "--data", str(five), "--run-dir", str(tmp_path / "run3"), "--epochs", "1", "--init", str(tmp_path / "first.pt")]) == 2
