@@ -94,3 +94,25 @@ def test_teacher_continues_from_a_fine_tuned_teacher_and_refuses_other_classes(i
         for f in (image_folder / cls).iterdir():
             (five / cls / f.name).write_bytes(f.read_bytes())
     assert train_main(["teacher", "--data", str(five), "--run-dir", str(tmp_path / "run3"), "--epochs", "1", "--init", str(tmp_path / "first.pt")]) == 2
+
+
+def test_meta_stage_trains_from_stored_stem_outputs_and_moves_the_noise_scales(image_folder: Path, tmp_path: Path) -> None:
+    from model.student import DistilledViT
+    from model.config import StudentConfig
+
+    run = tmp_path / "run"
+    common = ["--data", str(image_folder), "--run-dir", str(run), "--val-fraction", "0.25"]
+    cfg_file = tmp_path / "hybrid.json"
+    cfg_file.write_text(json.dumps(HYBRID))
+    assert train_main(["teacher", *common, "--epochs", "1", "--height", "64", "--width", "48", "--batch-size", "8"]) == 0
+    assert train_main(["teacher-cache", *common, "--views", "2", "--student-config", str(cfg_file)]) == 0
+    cached = ["--views", str(run / "views.npz"), "--stem-features", str(run / "stem_features.npy")]
+    assert train_main(["meta", *common, *cached, "--config", str(cfg_file), "--iterations", "3", "--iters-per-epoch", "3", "--seen-per-class", "2", "--support", "1", "--query", "1", "--affine-lr", "0.1"]) == 0
+    log = [json.loads(line) for line in (run / "meta_log.jsonl").read_text().splitlines()]
+    assert log[-1]["iteration"] == 3 and log[-1]["affine_grad_norm"] > 0
+    d = torch.load(run / "meta_student.pt", map_location="cpu", weights_only=True)
+    fresh = DistilledViT(StudentConfig.from_dict(d["config"]))
+    moved = [float((d["state_dict"][k] - v).abs().max()) for k, v in fresh.state_dict().items() if "theta_" in k]
+    assert moved and max(moved) > 1e-3  # the learning-to-learn step reached the noise scales
+    # stem outputs without the cache they belong to are refused
+    assert train_main(["meta", *common, "--stem-features", str(run / "stem_features.npy"), "--config", str(cfg_file), "--iterations", "1"]) == 2

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.data import Dataset
 
 from model.config import StudentConfig
 from model.preprocess import PreprocessConfig
@@ -39,7 +40,9 @@ from model.config import LITE_STAGE_STRIDES
 
 from .augment import belt_augmentation
 from .loop import param_groups
-from .student_init import copy_stem_from_teacher, freeze_stem, student_preprocess
+from .student_init import check_stem_features, copy_stem_from_teacher, freeze_stem, student_preprocess
+from .view_cache import ViewCache
+from .view_data import StemFeatureViews
 from .data import CachedImageDataset, get_split
 from .loop import JsonlLog, TrainState, Timer, load_state, predict_logits, make_loader, progress, resolve_device, save_state, seed_everything
 
@@ -57,6 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query", type=int, default=2)
     p.add_argument("--config", type=Path, default=None, help="StudentConfig as JSON (default: the shipped config)")
     p.add_argument("--stem-from-teacher", type=Path, default=None, help="CNN-stem students: initialise the stem from this fine-tuned EfficientNet-Lite teacher")
+    p.add_argument("--views", type=Path, default=None, help="with --stem-features: the view cache those stem outputs belong to (its teacher's stem becomes the student's)")
+    p.add_argument("--stem-features", type=Path, default=None, help="train from the stored stem outputs of the cached views (teacher-cache --student-config): a frozen stem is then not run at every iteration, so an iteration costs the transformer only")
 
 
 @dataclass
@@ -72,13 +77,13 @@ class Episode:
 class EpisodeSampler:
     """Draws pseudo-seen / pseudo-unseen class splits and their images."""
 
-    def __init__(self, dataset: CachedImageDataset, num_classes: int, n_seen: int = 4, rng: random.Random | None = None) -> None:
+    def __init__(self, dataset: Dataset, num_classes: int, n_seen: int = 4, rng: random.Random | None = None) -> None:
         if num_classes < n_seen + 1:
             raise ValueError(f"meta training needs at least {n_seen + 1} classes, the data has {num_classes}")
         self.ds = dataset
         self.n_seen = n_seen
         self.rng = rng or random.Random(0)
-        self.by_class = [[i for i, y in enumerate(dataset.labels) if y == c] for c in range(num_classes)]
+        self.by_class = [[i for i, y in enumerate(dataset.labels) if y == c] for c in range(num_classes)]  # type: ignore[attr-defined]
 
     def _images(self, idx: list[int]) -> torch.Tensor:
         return torch.stack([self.ds[i][0] for i in idx])
@@ -87,7 +92,7 @@ class EpisodeSampler:
         classes = self.rng.sample(range(len(self.by_class)), self.n_seen + 1)
         seen, unseen = classes[: self.n_seen], classes[self.n_seen]
         seen_idx = [i for c in seen for i in self.rng.sample(self.by_class[c], seen_per_class)]
-        seen_y = torch.tensor([self.ds.labels[i] for i in seen_idx])
+        seen_y = torch.tensor([self.ds.labels[i] for i in seen_idx])  # type: ignore[attr-defined]
         sup_idx, qry_idx, sup_y, qry_y = [], [], [], []
         for k, c in enumerate(seen + [unseen]):
             pick = self.rng.sample(self.by_class[c], support + query)
@@ -99,14 +104,31 @@ class EpisodeSampler:
 
 
 class _Features(nn.Module):
-    """Lets functional_call run forward_features (it calls forward)."""
+    """Lets functional_call run forward_features (it calls forward); from_stem: the inputs are
+    stored stem outputs, not images."""
 
-    def __init__(self, student: DistilledViT) -> None:
+    def __init__(self, student: DistilledViT, from_stem: bool = False) -> None:
         super().__init__()
-        self.student = student
+        self.student, self.from_stem = student, from_stem
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.student.forward_features(x)[0]
+        return (self.student.features_from_stem(x) if self.from_stem else self.student.forward_features(x))[0]
+
+
+class RandomStoredView(Dataset):
+    """Photo i as one of its stored stem outputs, drawn afresh at every access (the meta stage's
+    augmentation when it trains from stored views)."""
+
+    def __init__(self, views: StemFeatureViews, seed: int) -> None:
+        self.views, self.labels = views, views.photo_labels
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        grid, label, _ = self.views[i * self.views.views + int(self.rng.integers(self.views.views))]
+        return grid, label
 
 
 def prototype_loss(support_f: torch.Tensor, support_y: torch.Tensor, query_f: torch.Tensor, query_y: torch.Tensor, n_way: int) -> torch.Tensor:
@@ -121,18 +143,19 @@ def meta_step(
     inner_lr: float,
     model_opt: torch.optim.Optimizer,
     affine_opt: torch.optim.Optimizer,
+    from_stem: bool = False,
 ) -> dict[str, float]:
     """One learning-to-learn iteration (see the module docstring). Returns the losses.
 
     Attention runs on SDPA's math kernel here: the fused CPU kernel has no double backward.
     """
     model.train()
-    wrapper = _Features(model)
+    wrapper = _Features(model, from_stem)
     backbone = {n: p for n, p in wrapper.named_parameters() if "theta_" not in n and p.requires_grad}  # a frozen stem stays out
     affine = {n: p for n, p in wrapper.named_parameters() if "theta_" in n}
     with sdpa_kernel([SDPBackend.MATH]):
         model.set_feature_affine(True)
-        cls_logits, dist_logits = model(episode.seen_x)
+        cls_logits, dist_logits = model.forward_from_stem(episode.seen_x) if from_stem else model(episode.seen_x)
         l_cls = (F.cross_entropy(cls_logits, episode.seen_y) + F.cross_entropy(dist_logits, episode.seen_y)) / 2
         grads = torch.autograd.grad(l_cls, list(backbone.values()), create_graph=True, allow_unused=True)
         stepped = {n: (p - inner_lr * g if g is not None else p) for (n, p), g in zip(backbone.items(), grads)}
@@ -188,9 +211,20 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     names, train, val, _ = get_split(args.data, run_dir, args.val_fraction, args.seed)
     cfg = load_config(args.config, len(names))
     pre = student_preprocess(cfg)
-    train_ds = CachedImageDataset(train, pre, belt_augmentation(*cfg.image_size))
-    val_dl = make_loader(CachedImageDataset(val, pre), 64, False)
     model = DistilledViT(cfg).to(device)
+    from_stem = args.stem_features is not None
+    train_ds: Dataset
+    if from_stem:
+        if args.views is None:
+            raise ValueError("meta --stem-features goes with --views (the cache whose teacher made them)")
+        cache = ViewCache.load(args.views)
+        cache.check_matches(names, [s.path for s in train])
+        copy_stem_from_teacher(model, Path(cache.teacher))
+        check_stem_features(args.stem_features, model)
+        train_ds = RandomStoredView(StemFeatureViews(np.load(args.stem_features, mmap_mode="r"), [s.label for s in train], cache.logits), args.seed)
+    else:
+        train_ds = CachedImageDataset(train, pre, belt_augmentation(*cfg.image_size))
+    val_dl = make_loader(CachedImageDataset(val, pre), 64, False)
     if args.stem_from_teacher is not None:
         copy_stem_from_teacher(model, args.stem_from_teacher)
     freeze_stem(model, len(LITE_STAGE_STRIDES))  # a CNN stem is not meta-trained: the transformer above it is
@@ -206,6 +240,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         state, extra = load_state(state_path, model, model_opt, None)
         affine_opt.load_state_dict(extra["affine_opt"])
         log.info("resumed meta training at iteration %d", state.step)
+    if state.step == 0:
+        log.info("noise scales before the first training: %s", sigma_summary(model))
     timer = Timer()
     while state.step < args.iterations:
         n = min(args.iters_per_epoch, args.iterations - state.step)
@@ -214,7 +250,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         for _ in bar:
             ep = sampler.sample(args.seen_per_class, args.support, args.query)
             ep = Episode(*(t.to(device) for t in (ep.seen_x, ep.seen_y, ep.support_x, ep.support_y, ep.query_x, ep.query_y)))
-            out = meta_step(model, ep, args.inner_lr, model_opt, affine_opt)
+            out = meta_step(model, ep, args.inner_lr, model_opt, affine_opt, from_stem)
             for k in sums:
                 sums[k] += out[k]
             state.step += 1
