@@ -114,5 +114,13 @@ def test_meta_stage_trains_from_stored_stem_outputs_and_moves_the_noise_scales(i
     fresh = DistilledViT(StudentConfig.from_dict(d["config"]))
     moved = [float((d["state_dict"][k] - v).abs().max()) for k, v in fresh.state_dict().items() if "theta_" in k]
     assert moved and max(moved) > 1e-3  # the learning-to-learn step reached the noise scales
+    # another input size reuses the cache's views and teacher logits: only its stem outputs are made
+    small = {**HYBRID, "image_size": [32, 48]}
+    small_file = tmp_path / "small.json"
+    small_file.write_text(json.dumps(small))
+    assert train_main(["teacher-cache", *common, "--stem-only", "--student-config", str(small_file), "--stem-out", str(run / "stem_small.npy")]) == 0
+    assert np.load(run / "stem_small.npy", mmap_mode="r").shape == (36, 2, 112, 2, 3) and (run / "stem_small.json").is_file()
+    assert train_main(["distill", *common, "--views", str(run / "views.npz"), "--stem-features", str(run / "stem_small.npy"), "--config", str(small_file), "--init", str(tmp_path / "none.pt"), "--epochs", "1", "--out", str(run / "small.pt")]) == 2  # a missing init is an error
+    assert train_main(["distill", *common, "--run-dir", str(tmp_path / "small_run"), "--views", str(run / "views.npz"), "--stem-features", str(run / "stem_small.npy"), "--config", str(small_file), "--epochs", "1"]) == 0
     # stem outputs without the cache they belong to are refused
     assert train_main(["meta", *common, "--stem-features", str(run / "stem_features.npy"), "--config", str(cfg_file), "--iterations", "1"]) == 2

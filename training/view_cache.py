@@ -76,8 +76,9 @@ class _TwoSizes(torch.utils.data.Dataset):
 
 
 @torch.no_grad()
-def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module, teacher_path: Path, photos: Photos, seeds: np.ndarray, names: list[str], run_dir: Path, device: torch.device) -> np.ndarray:
-    """Teacher logits (N*K, C) and, written to run_dir/stem_features.npy, the student stem's output per view."""
+def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module | None, teacher_path: Path, photos: Photos, seeds: np.ndarray, names: list[str], run_dir: Path, device: torch.device) -> np.ndarray | None:
+    """Teacher logits (N*K, C) (None when `teacher` is None: a stem-only pass) and, written to
+    args.stem_out (default run_dir/stem_features.npy), the student stem's output per view."""
     import json
 
     from model.config import StudentConfig
@@ -91,8 +92,8 @@ def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module
     stem = student.patch_embed.cnn.eval().to(device, memory_format=torch.channels_last)  # type: ignore[union-attr]
     n, k = seeds.shape
     rows, cols = cfg.grid_size
-    path = run_dir / "stem_features.npy"
-    tmp = path.with_name("stem_features.tmp.npy")
+    path = args.stem_out or (run_dir / "stem_features.npy")
+    tmp = path.with_name(path.stem + ".tmp.npy")
     features = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, k, stem.out_channels, rows, cols))
     flat = features.reshape(n * k, stem.out_channels, rows, cols)
     loader = make_loader(_TwoSizes(SeededViews(photos, seeds, teacher_spec_pre(teacher_path)), student_preprocess(cfg)), args.batch_size, False, num_workers=args.workers)
@@ -100,7 +101,8 @@ def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module
     logits, start = [], 0
     for x_t, x_s in progress(loader, "teacher + stem"):
         x_t = x_t.to(device, memory_format=torch.channels_last)
-        logits.append(teacher(x_t).float().cpu())
+        if teacher is not None:
+            logits.append(teacher(x_t).float().cpu())
         f = stem(x_s.to(device, memory_format=torch.channels_last)).float().cpu().numpy()
         flat[start : start + len(f)] = f.astype(np.float16)
         if imagenet is not None:
@@ -111,8 +113,8 @@ def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module
     tmp.replace(path)
     if imagenet is not None:
         imagenet.close()
-    (run_dir / "stem_features.json").write_text(json.dumps({"student_config": cfg.to_dict(), "stem_signature": stem_signature(student), "teacher": str(teacher_path), "shape": [n, k, stem.out_channels, rows, cols]}, indent=1))
-    return torch.cat(logits).numpy()
+    path.with_suffix(".json").write_text(json.dumps({"student_config": cfg.to_dict(), "stem_signature": stem_signature(student), "teacher": str(teacher_path), "shape": [n, k, stem.out_channels, rows, cols]}, indent=1))
+    return torch.cat(logits).numpy() if teacher is not None else None
 
 
 class ImageNetFeatureWriter:
@@ -160,6 +162,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, default=8, help="K: views per training photo")
     p.add_argument("--out", type=Path, default=None, help="default run_dir/views.npz")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--stem-only", action="store_true", help="with --student-config: reuse the views and teacher logits of an existing cache (--out) and only store this student's stem outputs of those views (another input size, another stem depth)")
+    p.add_argument("--stem-out", type=Path, default=None, help="where the stem outputs go (default run_dir/stem_features.npy; a .json record beside it)")
     p.add_argument("--imagenet-features", action="store_true", help="with --student-config: also store the ImageNet-pretrained network's penultimate features of every view (run_dir/imagenet_features.npy), the target of distill --imagenet-features")
     p.add_argument("--student-config", type=Path, default=None, help="StudentConfig JSON of a CNN-stem student: also store its stem's output (the teacher's first stages, at the student's size) for every view, in run_dir/stem_features.npy, so a frozen-stem distillation runs neither renderer nor stem")
 
@@ -171,6 +175,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     device = resolve_device(args.device)
     run_dir: Path = args.run_dir
     names, train, _, _ = get_split(args.data, run_dir, args.val_fraction, args.seed)
+    if args.stem_only:
+        return _stem_only(args, names, train, run_dir, device)
     teacher_path = args.teacher or (run_dir / "teacher.pt")
     teacher, spec, t_names = load_teacher_spec(teacher_path, device)
     if t_names != names:
@@ -194,3 +200,20 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     agree = float((cache.logits.argmax(2) == labels[:, None]).mean())
     log.info("teacher-cache: %d photos x %d views in %.0f s; teacher right on %.3f of the views", len(train), args.views, timer.elapsed(), agree)
     return {"photos": len(train), "views": args.views, "seconds": timer.elapsed(), "teacher_view_accuracy": agree, "out": str(out)}  # type: ignore[dict-item]
+
+
+def _stem_only(args: argparse.Namespace, names: list[str], train: list, run_dir: Path, device: torch.device) -> dict[str, float]:
+    """Stem outputs of an existing cache's views for another student config; the teacher is not run."""
+    if args.student_config is None:
+        raise ValueError("--stem-only needs --student-config (whose stem outputs to store)")
+    if args.imagenet_features:
+        raise ValueError("--stem-only stores stem outputs only; --imagenet-features needs the full pass")
+    cache = ViewCache.load(args.out or (run_dir / "views.npz"))
+    cache.check_matches(names, [s.path for s in train])
+    teacher_path = Path(cache.teacher)
+    pre = teacher_spec_pre(teacher_path)
+    photos = load_photos(train, (pre.height, pre.width), mask_store_for(run_dir))
+    timer = Timer()
+    _logits_and_stem_features(args, None, teacher_path, photos, cache.seeds, names, run_dir, device)
+    log.info("teacher-cache --stem-only: %d photos x %d views in %.0f s", len(train), cache.seeds.shape[1], timer.elapsed())
+    return {"photos": len(train), "views": int(cache.seeds.shape[1]), "seconds": timer.elapsed()}
