@@ -53,11 +53,14 @@ def test_imagenet_features_distill_and_leave_one_class_out(image_folder: Path, t
     cfg_file = tmp_path / "hybrid.json"
     cfg_file.write_text(json.dumps(HYBRID))
     assert train_main(["teacher", *common, "--epochs", "1", "--height", "64", "--width", "48", "--batch-size", "8"]) == 0
-    assert train_main(["teacher-cache", *common, "--views", "2", "--student-config", str(cfg_file), "--imagenet-features", "--flip-average"]) == 0
+    import shutil
+
+    shutil.copy(run / "teacher.pt", tmp_path / "second.pt")
+    assert train_main(["teacher-cache", *common, "--views", "2", "--student-config", str(cfg_file), "--imagenet-features", "--flip-average", "--extra-teacher", str(tmp_path / "second.pt")]) == 0
     from training.view_cache import ViewCache
 
     cache = ViewCache.load(run / "views.npz")
-    assert cache.targets == "flip-averaged log-probabilities"
+    assert cache.targets == "log-probabilities averaged over 2 teacher(s) and the mirror image"
     assert np.allclose(np.exp(cache.logits).sum(axis=2), 1.0, atol=1e-4)  # log probabilities of the mirror-averaged prediction
     targets = np.load(run / "imagenet_features.npy", mmap_mode="r")
     assert targets.shape == (36, 2, 1280) and np.abs(targets.astype(np.float32)).sum() > 0

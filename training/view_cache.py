@@ -38,7 +38,7 @@ class ViewCache:
     class_names: list[str]
     photo_paths: list[str]
     teacher: str
-    targets: str = "logits"  # or "flip-averaged log-probabilities" (teacher-cache --flip-average)
+    targets: str = "logits"  # or what AveragedTeacher averaged (teacher-cache --flip-average / --extra-teacher)
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -63,19 +63,20 @@ class ViewCache:
             raise ValueError("view cache was made for another training split (photo lists differ); rebuild it")
 
 
-class FlipAveraged(torch.nn.Module):
-    """The teacher's prediction averaged over the view and its mirror image, returned as log
-    probabilities (usable as logits). Measured on the validation photos: the fine-tuned Lite0
-    teacher of 2026-12-01 goes from 0.887 to 0.904 this way; the student, which runs once per item,
-    learns the better average."""
+class AveragedTeacher(torch.nn.Module):
+    """The mean prediction of one or more teachers (same input), optionally also over each view's
+    mirror image, returned as log probabilities (usable as logits). Measured on the validation
+    photos: the fine-tuned Lite0 teacher of 2026-12-01 goes from 0.887 to 0.904 with the mirror
+    image; the student, which runs once per item, learns the better average."""
 
-    def __init__(self, teacher: torch.nn.Module) -> None:
+    def __init__(self, teachers: list[torch.nn.Module], flip: bool) -> None:
         super().__init__()
-        self.teacher = teacher
+        self.teachers, self.flip = torch.nn.ModuleList(teachers), flip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(self.teacher(x), dim=1) + torch.softmax(self.teacher(torch.flip(x, dims=[3])), dim=1)
-        return torch.log(p / 2)
+        inputs = [x, torch.flip(x, dims=[3])] if self.flip else [x]
+        p = sum(torch.softmax(t(v), dim=1) for t in self.teachers for v in inputs)
+        return torch.log(p / (len(self.teachers) * len(inputs)))
 
 
 class _TwoSizes(torch.utils.data.Dataset):
@@ -179,6 +180,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, default=8, help="K: views per training photo")
     p.add_argument("--out", type=Path, default=None, help="default run_dir/views.npz")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--extra-teacher", type=Path, action="append", default=[], help="another teacher file (same architecture, input and classes) whose prediction is averaged in; the student's stem still comes from --teacher (repeatable)")
     p.add_argument("--flip-average", action="store_true", help="store the teacher's prediction averaged over each view and its mirror image (log probabilities) instead of its plain logits")
     p.add_argument("--stem-only", action="store_true", help="with --student-config: reuse the views and teacher logits of an existing cache (--out) and only store this student's stem outputs of those views (another input size, another stem depth)")
     p.add_argument("--stem-out", type=Path, default=None, help="where the stem outputs go (default run_dir/stem_features.npy; a .json record beside it)")
@@ -204,8 +206,14 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     seeds = view_seeds(len(train), args.views, args.seed)
     timer = Timer()
     teacher = teacher.to(memory_format=torch.channels_last)
-    if args.flip_average:
-        teacher = FlipAveraged(teacher)
+    extra = []
+    for path in args.extra_teacher:
+        other, other_spec, other_names = load_teacher_spec(path, device)
+        if other_spec != spec or other_names != names:
+            raise ValueError(f"--extra-teacher {path} has input {other_spec.preprocess} and classes {other_names}; --teacher has {spec.preprocess} and {names}")
+        extra.append(other.to(memory_format=torch.channels_last))
+    if args.flip_average or extra:
+        teacher = AveragedTeacher([teacher, *extra], args.flip_average)
     if args.imagenet_features and args.student_config is None:
         raise ValueError("--imagenet-features goes with --student-config")
     if args.student_config is None:
@@ -214,7 +222,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     else:
         logits_np = _logits_and_stem_features(args, teacher, teacher_path, photos, seeds, names, run_dir, device)
     assert logits_np is not None
-    targets = "flip-averaged log-probabilities" if args.flip_average else "logits"
+    targets = "logits"
+    if args.flip_average or extra:
+        targets = f"log-probabilities averaged over {1 + len(extra)} teacher(s)" + (" and the mirror image" if args.flip_average else "")
+        log.info("teacher-cache targets: %s (extra teachers: %s)", targets, [str(p) for p in args.extra_teacher])
     cache = ViewCache(seeds, logits_np.reshape(len(train), args.views, -1).astype(np.float32), names, [s.path for s in train], str(teacher_path), targets)
     out = args.out or (run_dir / "views.npz")
     cache.save(out)
