@@ -18,6 +18,16 @@ from training.view_data import StemFeatureViews
 HYBRID = {"image_size": [64, 48], "patch_size": 16, "stem": "efficientnet_lite0", "stem_stages": 5, "d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64, "window_radius": 1}
 
 
+def _tiny_teacher(image_folder: Path, tmp_path: Path) -> tuple[Path, list[str], Path]:
+    """A one-epoch 64x48 teacher in tmp_path/run: (run dir, common arguments, hybrid config file)."""
+    run = tmp_path / "run"
+    common = ["--data", str(image_folder), "--run-dir", str(run), "--val-fraction", "0.25"]
+    cfg_file = tmp_path / "hybrid.json"
+    cfg_file.write_text(json.dumps(HYBRID))
+    assert train_main(["teacher", *common, "--epochs", "1", "--height", "64", "--width", "48", "--batch-size", "8"]) == 0
+    return run, common, cfg_file
+
+
 def test_feature_loss_is_zero_for_the_same_direction_and_learnable() -> None:
     target = torch.randn(4, 1280)
     assert float(feature_loss(3.0 * target, target)) == pytest.approx(0.0, abs=1e-6)
@@ -48,11 +58,7 @@ def test_known_photos_drop_the_held_out_class_and_its_teacher_logit() -> None:
 
 def test_imagenet_features_distill_and_leave_one_class_out(image_folder: Path, tmp_path: Path) -> None:
     """teacher -> teacher-cache --imagenet-features -> distill --imagenet-features -> unknown-eval --views."""
-    run = tmp_path / "run"
-    common = ["--data", str(image_folder), "--run-dir", str(run), "--val-fraction", "0.25"]
-    cfg_file = tmp_path / "hybrid.json"
-    cfg_file.write_text(json.dumps(HYBRID))
-    assert train_main(["teacher", *common, "--epochs", "1", "--height", "64", "--width", "48", "--batch-size", "8"]) == 0
+    run, common, cfg_file = _tiny_teacher(image_folder, tmp_path)
     import shutil
 
     shutil.copy(run / "teacher.pt", tmp_path / "second.pt")
@@ -86,13 +92,12 @@ def test_imagenet_features_distill_and_leave_one_class_out(image_folder: Path, t
 def test_teacher_continues_from_a_fine_tuned_teacher_and_refuses_other_classes(image_folder: Path, tmp_path: Path) -> None:
     from training.teacher_train import load_teacher_spec
 
-    run = tmp_path / "run"
-    common = ["--data", str(image_folder), "--run-dir", str(run), "--val-fraction", "0.25", "--batch-size", "8"]
-    assert train_main(["teacher", *common, "--epochs", "1", "--height", "64", "--width", "48"]) == 0
+    run, _, _ = _tiny_teacher(image_folder, tmp_path)
     first, spec, _ = load_teacher_spec(run / "teacher.pt", torch.device("cpu"))
     (run / "teacher.pt").rename(tmp_path / "first.pt")
     run2 = tmp_path / "run2"
-    assert train_main(["teacher", *common[:2], "--run-dir", str(run2), *common[4:], "--epochs", "1", "--lr", "1e-9", "--init", str(tmp_path / "first.pt")]) == 0
+    again_args = ["--data", str(image_folder), "--run-dir", str(run2), "--val-fraction", "0.25", "--batch-size", "8"]
+    assert train_main(["teacher", *again_args, "--epochs", "1", "--lr", "1e-9", "--init", str(tmp_path / "first.pt")]) == 0
     again, spec2, _ = load_teacher_spec(run2 / "teacher.pt", torch.device("cpu"))
     assert spec2 == spec  # the input of the file continued from, not the architecture's default
     assert torch.allclose(first.conv_stem.weight, again.conv_stem.weight, atol=1e-5)
@@ -108,11 +113,7 @@ def test_meta_stage_trains_from_stored_stem_outputs_and_moves_the_noise_scales(i
     from model.student import DistilledViT
     from model.config import StudentConfig
 
-    run = tmp_path / "run"
-    common = ["--data", str(image_folder), "--run-dir", str(run), "--val-fraction", "0.25"]
-    cfg_file = tmp_path / "hybrid.json"
-    cfg_file.write_text(json.dumps(HYBRID))
-    assert train_main(["teacher", *common, "--epochs", "1", "--height", "64", "--width", "48", "--batch-size", "8"]) == 0
+    run, common, cfg_file = _tiny_teacher(image_folder, tmp_path)
     assert train_main(["teacher-cache", *common, "--views", "2", "--student-config", str(cfg_file)]) == 0
     cached = ["--views", str(run / "views.npz"), "--stem-features", str(run / "stem_features.npy")]
     assert train_main(["meta", *common, *cached, "--config", str(cfg_file), "--iterations", "3", "--iters-per-epoch", "3", "--seen-per-class", "2", "--support", "1", "--query", "1", "--affine-lr", "0.1"]) == 0

@@ -98,13 +98,16 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def score_holdout(arrays: dict[str, np.ndarray], k: int) -> dict[str, Any]:
-    """Every scorer's share of held-out items rejected at 95% of known kept, and its AUROC."""
+    """Every scorer's share of held-out items rejected at 95% of known kept, and its AUROC (the
+    logit scorers at the fitted temperature)."""
     a = {key: v.astype(np.float32) if v.dtype.kind == "f" else v for key, v in arrays.items()}
-    out: dict[str, Any] = {"known_accuracy": float((a["known_logits"].argmax(1) == a["known_labels"]).mean()), "n_known": len(a["known_labels"]), "n_unknown": len(a["unknown_logits"])}
+    # the logit scorers at the temperature that would ship: fitted on the known validation logits, as distill does
+    t = fit_temperature(a["known_logits"], a["known_labels"])
+    out: dict[str, Any] = {"known_accuracy": float((a["known_logits"].argmax(1) == a["known_labels"]).mean()), "n_known": len(a["known_labels"]), "n_unknown": len(a["unknown_logits"]), "temperature": t}
     for m in METHODS:
         params = feature_params(m, a["train_features"], a["train_labels"], k)
-        known_s = raw_scores(m, a["known_logits"], a["known_features"], params, 1.0)
-        unknown_s = raw_scores(m, a["unknown_logits"], a["unknown_features"], params, 1.0)
+        known_s = raw_scores(m, a["known_logits"], a["known_features"], params, t)
+        unknown_s = raw_scores(m, a["unknown_logits"], a["unknown_features"], params, t)
         out[m] = {"rejected_at_95_kept": rejected_at_keep(known_s, unknown_s), "auroc": auroc(known_s, unknown_s)}
     out["confidence_rule"] = confidence_rule(a["known_logits"], a["known_labels"], a["unknown_logits"])
     return out
