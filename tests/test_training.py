@@ -212,6 +212,13 @@ def test_unknown_fit_swaps_the_scorer_of_a_trained_checkpoint(image_folder: Path
     assert 0.0 <= clf.predict([img])[0].unknown <= 1.0
     assert train_main(["export", "--checkpoint", str(refit)]) == 0
     assert read_onnx_metadata(refit.with_suffix(".onnx")).unknown["method"] == "knn"
+    # fitted on rendered views as well (the line's items are not on TrashNet's board): another fit
+    assert train_main([*args, "--method", "mahalanobis", "--out", str(tmp_path / "m0.pt")]) == 0
+    assert train_main([*args, "--method", "mahalanobis", "--views", "1", "--masks", str(tmp_path / "masks"), "--out", str(tmp_path / "m1.pt")]) == 0
+    plain, viewed = load_checkpoint(tmp_path / "m0.pt"), load_checkpoint(tmp_path / "m1.pt")
+    assert viewed.meta["unknown_refit"]["views"] == 1 and any((tmp_path / "masks").iterdir())
+    assert viewed.unknown["means"] != plain.unknown["means"] and viewed.unknown["centre"] != plain.unknown["centre"]
+    assert train_main([*args, "--method", "mahalanobis", "--views", "-1"]) == 2
     with pytest.raises(SystemExit):  # argparse refuses a scorer it does not know
         train_main([*args, "--method", "oracle"])
     assert "invalid choice: 'oracle'" in capsys.readouterr().err

@@ -14,13 +14,28 @@ import json
 from pathlib import Path
 
 import torch
+from torch.utils.data import ConcatDataset
 
 from model.checkpoint import load_checkpoint, save_checkpoint
+from model.preprocess import PreprocessConfig
+from model.teacher import DEFAULT_TEACHER, TEACHER_INPUTS
 from model.unknown import METHODS
 
-from .data import CachedImageDataset, load_split
+from .cutout import MaskStore
+
+from .data import CachedImageDataset, Sample, load_split
 from .loop import make_loader
+from .teacher_train import VAL_PASTED_SEED
 from .unknown_fit import fit_for_model
+from .view_data import SeededViews, load_photos, view_seeds
+
+VIEW_SEED = 4242  # the training views the scorer is fitted on (not the distillation's seeds)
+
+
+def _views(samples: list[Sample], n: int, seed: int, pre: PreprocessConfig, masks: Path) -> SeededViews:
+    """n rendered views of each photo (cut out onto other surfaces or on its board, as in training)."""
+    photos = load_photos(samples, TEACHER_INPUTS[DEFAULT_TEACHER].size, MaskStore(masks))
+    return SeededViews(photos, view_seeds(len(samples), n, seed), pre)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None, help="ImageFolder root (default: the split's own root)")
     p.add_argument("--method", choices=METHODS, required=True)
     p.add_argument("--out", type=Path, default=None, help="where to write the result (default: replace --checkpoint)")
+    p.add_argument("--views", type=int, default=0, help="also fit on N rendered views of every training photo and set the threshold on the validation photos plus one view each on another backdrop: the line shows items on a belt, not on TrashNet's board")
+    p.add_argument("--masks", type=Path, default=Path("runs/masks"), help="with --views: the cut-out masks (computed there on first use)")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -37,9 +54,15 @@ def run(args: argparse.Namespace) -> dict:
     names, train, val = load_split(args.split, root)
     if names != ckpt.class_names:
         raise ValueError(f"split classes {names} differ from the checkpoint's {ckpt.class_names}")
+    if args.views < 0:
+        raise ValueError(f"--views must be >= 0, got {args.views}")
     model = ckpt.build_model()
-    loaders = [make_loader(CachedImageDataset(samples, ckpt.preprocess), 64, False) for samples in (train, val)]
+    datasets = [CachedImageDataset(samples, ckpt.preprocess) for samples in (train, val)]
+    if args.views:
+        datasets = [ConcatDataset([datasets[0], _views(train, args.views, VIEW_SEED, ckpt.preprocess, args.masks)]),
+                    ConcatDataset([datasets[1], _views(val, 1, VAL_PASTED_SEED, ckpt.preprocess, args.masks)])]
+    loaders = [make_loader(d, 64, False) for d in datasets]
     unknown = fit_for_model(model, *loaders, torch.device("cpu"), ckpt.temperature, args.method)
-    meta = {**ckpt.meta, "unknown_refit": {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "method": args.method, "split": str(args.split)}}
+    meta = {**ckpt.meta, "unknown_refit": {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "method": args.method, "split": str(args.split), "views": args.views}}
     out = save_checkpoint(args.out or args.checkpoint, model, ckpt.class_names, ckpt.preprocess, ckpt.temperature, unknown, meta)
     return {"checkpoint": str(out), "method": args.method, "centre": unknown["centre"], "slope": unknown["slope"], "bytes": out.stat().st_size}
