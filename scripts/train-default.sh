@@ -30,7 +30,9 @@ fi
 CACHED=(--views "$RUN/views.npz" --stem-features "$RUN/stem_features.npy")
 $T meta    --run-dir "$RUN" --device "$DEVICE" --iterations "$META_ITERS" --config "$CONFIG" "${CACHED[@]}" --resume
 $T distill --run-dir "$RUN" --device "$DEVICE" --epochs "$DISTILL_EPOCHS" "${CACHED[@]}" --imagenet-features "$RUN/imagenet_features.npy" \
-    --unknown-method "${UNKNOWN_METHOD:-mahalanobis}" --workers "$WORKERS" --resume
+    --workers "$WORKERS" --resume
+# the reject rule of the shipped model: Mahalanobis on the class token, fitted on photos and rendered views
+$T unknown-fit --checkpoint "$RUN/student.pt" --split "$RUN/split.json" --method mahalanobis --views 2
 $T evaluate --checkpoint "$RUN/student.pt" --data "$RUN/split.json" --json > "$RUN/student_eval.json"
 $T export --checkpoint "$RUN/student.pt"
 echo "done: $RUN/student.pt (install with: $T export --checkpoint $RUN/student.pt --install model/weights/default.pt)"

@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-stem-stages", type=int, default=2, help="CNN stem: keep the stem convolution and this many first stages fixed (their ImageNet edges and textures need no retraining)")
     p.add_argument("--imagenet-features", type=Path, default=None, help="with --stem-features: the stored ImageNet features of the same views (teacher-cache --imagenet-features); the class-token embedding also learns to predict them (training.feature_distill)")
     p.add_argument("--feature-weight", type=float, default=1.0, help="weight of the feature-distillation loss (cosine) beside the soft distillation loss")
-    p.add_argument("--unknown-method", choices=METHODS, default="msp", help="unknown-item scorer stored in the checkpoint (msp: best mean AUROC in the leave-one-class-out table of docs/results.md, with energy)")
+    p.add_argument("--unknown-method", choices=METHODS, default="msp", help="unknown-item scorer fitted on the training photos at the end (the shipped model's rule, Mahalanobis fitted with rendered views, is set afterwards by `unknown-fit --method mahalanobis --views 2`: docs/results.md)")
 
 
 def optimiser_and_schedule(model: torch.nn.Module, lr: float, epochs: int, steps_per_epoch: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
