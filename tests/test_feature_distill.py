@@ -77,6 +77,12 @@ def test_imagenet_features_distill_and_leave_one_class_out(image_folder: Path, t
     assert state["extra"]["feature_head"]["proj.weight"].shape == (1280, 32)  # saved, so a resume keeps it
     meta = torch.load(run / "student.pt", map_location="cpu", weights_only=True)["meta"]["distill"]
     assert meta["imagenet_features"].endswith("imagenet_features.npy")
+    # features whose record disagrees with them are refused
+    record = run / "imagenet_features.json"
+    good = record.read_text()
+    record.write_text(json.dumps({**json.loads(good), "shape": [36, 3, 1280]}))
+    assert train_main(["distill", *args, "--out", str(run / "y.pt")]) == 2
+    record.write_text(good)
     # features without the stem outputs they belong to are refused
     assert train_main(["distill", *common, "--views", str(run / "views.npz"), "--imagenet-features", str(run / "imagenet_features.npy"), "--config", str(cfg_file), "--epochs", "1", "--out", str(run / "x.pt")]) == 2
     out = tmp_path / "loco.json"

@@ -15,7 +15,6 @@ import logging
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
@@ -174,7 +173,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         train_ds = stem_feature_dataset(args.views, args.stem_features, train, names)
         if args.imagenet_features is not None:
             stream = train_ds.views
-            train_ds = EpochViews(WithFeatureTargets(stream, load_feature_targets(args.imagenet_features, len(train), stream.views)))
+            feature_targets = load_feature_targets(args.imagenet_features, len(train), stream.views)
+            train_ds = EpochViews(WithFeatureTargets(stream, feature_targets))
     elif args.imagenet_features is not None:
         raise ValueError("--imagenet-features goes with --stem-features (the features are stored per cached view)")
     elif args.views is not None:
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     model = model.to(memory_format=torch.channels_last)
     feature_head = None
     if args.imagenet_features is not None:
-        feature_head = FeatureHead(cfg.d_model, int(np.load(args.imagenet_features, mmap_mode="r").shape[2])).to(device)
+        feature_head = FeatureHead(cfg.d_model, int(feature_targets.shape[2])).to(device)
     trained = model if feature_head is None else torch.nn.ModuleDict({"student": model, "feature_head": feature_head})
     opt, sched = optimiser_and_schedule(trained, args.lr, args.epochs, len(train_dl))
     student = model

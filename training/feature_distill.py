@@ -84,7 +84,9 @@ def load_feature_targets(path: Path, n_photos: int, n_views: int) -> np.ndarray:
     info = path.with_suffix(".json")
     if not info.is_file():
         raise FileNotFoundError(f"{info} (the record of how {path.name} was made) is missing")
-    json.loads(info.read_text())
+    made = json.loads(info.read_text())
+    if list(made.get("shape", [])) != list(targets.shape):
+        raise ValueError(f"{info} records features of shape {made.get('shape')}, {path.name} holds {list(targets.shape)}: rebuild them")
     return targets
 
 

@@ -72,8 +72,11 @@ def train_known(args: argparse.Namespace, train: list[Sample], names: list[str],
     copy_stem_from_teacher(student, Path(cache.teacher))
     check_stem_features(args.stem_features, student)
     stream: Dataset = StemFeatureViews(np.load(args.stem_features, mmap_mode="r"), [s.label for s in train], cache.logits)
+    head = None
     if args.imagenet_features is not None:
-        stream = WithFeatureTargets(stream, load_feature_targets(args.imagenet_features, len(train), cache.seeds.shape[1]))
+        targets = load_feature_targets(args.imagenet_features, len(train), cache.seeds.shape[1])
+        stream = WithFeatureTargets(stream, targets)
+        head = FeatureHead(student.cfg.d_model, int(targets.shape[2]))
     photos = np.flatnonzero(np.array([s.label for s in train]) != held)
     data = EpochViews(KnownPhotos(stream, photos, new_label, keep), seed=args.seed)
     loader = make_loader(data, args.batch_size, True, num_workers=args.workers)
@@ -81,7 +84,7 @@ def train_known(args: argparse.Namespace, train: list[Sample], names: list[str],
         p.requires_grad_(False)
     freeze_stem(student, student.cfg.stem_stages)
     student = student.to(device)
-    head = FeatureHead(student.cfg.d_model, int(np.load(args.imagenet_features, mmap_mode="r").shape[2])).to(device) if args.imagenet_features else None
+    head = head.to(device) if head is not None else None
     trained = student if head is None else torch.nn.ModuleDict({"student": student, "feature_head": head})
     opt, sched = optimiser_and_schedule(trained, args.lr, args.epochs, len(loader))
     model: torch.nn.Module = FromStem(student) if head is None else FromStemWithFeatures(student, head)
