@@ -117,11 +117,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
 
 def load_init(path: Path, arch: str, names: list[str]) -> tuple[torch.nn.Module, TeacherSpec]:
-    """The teacher to continue from: refused when its architecture or class list differs from the run's."""
-    d = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(d, dict):
-        raise ValueError(f"--init {path} is not a teacher checkpoint")
-    model, spec, init_names = teacher_from_payload(d, path)
+    """The teacher to continue from: refused when its architecture (a student file reads as
+    "student") or class list differs from the run's."""
+    model, spec, init_names = load_teacher_spec(path, torch.device("cpu"))
     if spec.arch != arch:
         raise ValueError(f"--init {path} is a {spec.arch} teacher, the run trains {arch} (pass --arch {spec.arch})")
     if list(init_names) != list(names):

@@ -11,6 +11,7 @@ resolution and reads the stored logits (training.distill --views).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import get_split
+from .data import Sample, get_split
 from model.preprocess import PreprocessConfig
 
 from .loop import Timer, make_loader, predict_logits, progress, resolve_device, seed_everything
@@ -97,8 +98,6 @@ class _TwoSizes(torch.utils.data.Dataset):
 def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module | None, teacher_path: Path, photos: Photos, seeds: np.ndarray, names: list[str], run_dir: Path, device: torch.device) -> np.ndarray | None:
     """Teacher logits (N*K, C) (None when `teacher` is None: a stem-only pass) and, written to
     args.stem_out (default run_dir/stem_features.npy), the student stem's output per view."""
-    import json
-
     from model.config import StudentConfig
     from model.student import DistilledViT
 
@@ -158,8 +157,6 @@ class ImageNetFeatureWriter:
         self.flat[start : start + len(f)] = f.astype(np.float16)
 
     def close(self) -> None:
-        import json
-
         self.array.flush()
         shape = list(self.array.shape)
         del self.array, self.flat
@@ -235,7 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     return {"photos": len(train), "views": args.views, "seconds": timer.elapsed(), "teacher_view_accuracy": agree, "out": str(out)}  # type: ignore[dict-item]
 
 
-def _stem_only(args: argparse.Namespace, names: list[str], train: list, run_dir: Path, device: torch.device) -> dict[str, float]:
+def _stem_only(args: argparse.Namespace, names: list[str], train: list[Sample], run_dir: Path, device: torch.device) -> dict[str, float]:
     """Stem outputs of an existing cache's views for another student config; the teacher is not run."""
     if args.student_config is None:
         raise ValueError("--stem-only needs --student-config (whose stem outputs to store)")
