@@ -68,6 +68,17 @@ def test_imagenet_features_distill_and_leave_one_class_out(image_folder: Path, t
     cache = ViewCache.load(run / "views.npz")
     assert cache.targets == "log-probabilities averaged over 2 teacher(s) and the mirror image"
     assert np.allclose(np.exp(cache.logits).sum(axis=2), 1.0, atol=1e-4)  # log probabilities of the mirror-averaged prediction
+    # a third teacher added to the ensemble without rerunning the first two: same views, weighted 2:1
+    merge = ["teacher-cache", *common, "--views", "2", "--teacher", str(tmp_path / "second.pt"), "--merge-with", str(run / "views.npz")]
+    assert train_main([*merge, "--out", str(run / "merged.npz")]) == 0
+    merged = ViewCache.load(run / "merged.npz")
+    assert merged.teacher_count == 3 and np.array_equal(merged.seeds, cache.seeds) and merged.teacher == cache.teacher
+    alone = torch.softmax(torch.from_numpy(ViewCache.load(run / "views.npz").logits), dim=2)
+    assert train_main(["teacher-cache", *common, "--views", "2", "--teacher", str(tmp_path / "second.pt"), "--out", str(run / "third.npz")]) == 0
+    third = torch.softmax(torch.from_numpy(ViewCache.load(run / "third.npz").logits), dim=2)
+    assert torch.allclose(torch.exp(torch.from_numpy(merged.logits)), (2 * alone + third) / 3, atol=1e-5)
+    assert train_main([*merge, "--out", str(run / "views.npz")]) == 2  # never overwrite what it reads
+    assert train_main([*merge[:-4], "--views", "3", *merge[-4:], "--out", str(run / "x.npz")]) == 2  # other views
     targets = np.load(run / "imagenet_features.npy", mmap_mode="r")
     assert targets.shape == (36, 2, 1280) and np.abs(targets.astype(np.float32)).sum() > 0
     cached = ["--views", str(run / "views.npz"), "--stem-features", str(run / "stem_features.npy")]

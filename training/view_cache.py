@@ -40,10 +40,11 @@ class ViewCache:
     photo_paths: list[str]
     teacher: str
     targets: str = "logits"  # or what AveragedTeacher averaged (teacher-cache --flip-average / --extra-teacher)
+    teacher_count: int = 1  # how many teachers' predictions the targets average (the weight in a --merge-with)
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, format=CACHE_FORMAT, seeds=self.seeds, logits=self.logits, class_names=np.array(self.class_names), photo_paths=np.array(self.photo_paths), teacher=self.teacher, targets=self.targets)
+        np.savez(tmp, format=CACHE_FORMAT, seeds=self.seeds, logits=self.logits, class_names=np.array(self.class_names), photo_paths=np.array(self.photo_paths), teacher=self.teacher, targets=self.targets, teacher_count=self.teacher_count)
         tmp.replace(path)
 
     @classmethod
@@ -54,7 +55,8 @@ class ViewCache:
         if str(d["format"]) != CACHE_FORMAT:
             raise ValueError(f"{path} is not a view cache of format {CACHE_FORMAT}")
         targets = str(d["targets"]) if "targets" in d.files else "logits"
-        return cls(d["seeds"], d["logits"], [str(s) for s in d["class_names"]], [str(s) for s in d["photo_paths"]], str(d["teacher"]), targets)
+        count = int(d["teacher_count"]) if "teacher_count" in d.files else 1
+        return cls(d["seeds"], d["logits"], [str(s) for s in d["class_names"]], [str(s) for s in d["photo_paths"]], str(d["teacher"]), targets, count)
 
     def check_matches(self, class_names: list[str], photo_paths: list[str]) -> None:
         """The cache must describe exactly this split: same classes in the same order, same photos."""
@@ -177,7 +179,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, default=8, help="K: views per training photo")
     p.add_argument("--out", type=Path, default=None, help="default run_dir/views.npz")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--extra-teacher", type=Path, action="append", default=[], help="another teacher file (same architecture, input and classes) whose prediction is averaged in; the student's stem still comes from --teacher (repeatable)")
+    p.add_argument("--extra-teacher", type=Path, action="append", default=[], help="another teacher file (same input and classes; another architecture is fine, e.g. efficientnet_lite1 beside lite0 at 256x192) whose prediction is averaged in; the student's stem still comes from --teacher (repeatable)")
+    p.add_argument("--merge-with", type=Path, default=None, help="an existing cache of the same views (same split, --views and --seed): this pass's teacher predictions are averaged into its targets, weighted by teacher count, and the result written to --out; its stem outputs and ImageNet features stay valid. Adds a teacher to an ensemble without rerunning the others")
     p.add_argument("--flip-average", action="store_true", help="store the teacher's prediction averaged over each view and its mirror image (log probabilities) instead of its plain logits")
     p.add_argument("--stem-only", action="store_true", help="with --student-config: reuse the views and teacher logits of an existing cache (--out) and only store this student's stem outputs of those views (another input size, another stem depth)")
     p.add_argument("--stem-out", type=Path, default=None, help="where the stem outputs go (default run_dir/stem_features.npy; a .json record beside it)")
@@ -206,13 +209,14 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     extra = []
     for path in args.extra_teacher:
         other, other_spec, other_names = load_teacher_spec(path, device)
-        if other_spec != spec or other_names != names:
+        if other_spec.preprocess != spec.preprocess or other_names != names:
             raise ValueError(f"--extra-teacher {path} has input {other_spec.preprocess} and classes {other_names}; --teacher has {spec.preprocess} and {names}")
         extra.append(other.to(memory_format=torch.channels_last))
     if args.flip_average or extra:
         teacher = AveragedTeacher([teacher, *extra], args.flip_average)
     if args.imagenet_features and args.student_config is None:
         raise ValueError("--imagenet-features goes with --student-config")
+    base = _merge_base(args, names, train, seeds, pre, args.out or (run_dir / "views.npz"))
     if args.student_config is None:
         logits, _ = predict_logits(teacher, make_loader(SeededViews(photos, seeds, pre), args.batch_size, False, num_workers=args.workers), device)
         logits_np = logits.numpy()
@@ -223,13 +227,47 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     if args.flip_average or extra:
         targets = f"log-probabilities averaged over {1 + len(extra)} teacher(s)" + (" and the mirror image" if args.flip_average else "")
         log.info("teacher-cache targets: %s (extra teachers: %s)", targets, [str(p) for p in args.extra_teacher])
-    cache = ViewCache(seeds, logits_np.reshape(len(train), args.views, -1).astype(np.float32), names, [s.path for s in train], str(teacher_path), targets)
+    cache = ViewCache(seeds, logits_np.reshape(len(train), args.views, -1).astype(np.float32), names, [s.path for s in train], str(teacher_path), targets, 1 + len(extra))
+    if base is not None:
+        cache = merge_targets(base, cache)
+        log.info("teacher-cache --merge-with %s: %s", args.merge_with, cache.targets)
     out = args.out or (run_dir / "views.npz")
     cache.save(out)
     labels = np.array([s.label for s in train])
     agree = float((cache.logits.argmax(2) == labels[:, None]).mean())
     log.info("teacher-cache: %d photos x %d views in %.0f s; teacher right on %.3f of the views", len(train), args.views, timer.elapsed(), agree)
     return {"photos": len(train), "views": args.views, "seconds": timer.elapsed(), "teacher_view_accuracy": agree, "out": str(out)}  # type: ignore[dict-item]
+
+
+def _merge_base(args: argparse.Namespace, names: list[str], train: list[Sample], seeds: np.ndarray, pre: PreprocessConfig, out: Path) -> ViewCache | None:
+    """The cache named by --merge-with, checked to hold exactly the views this pass renders
+    (same photos, seeds and render size), so its stem outputs stay the student's input."""
+    if args.merge_with is None:
+        return None
+    if args.student_config is not None:
+        raise ValueError("--merge-with adds teacher predictions only; the merged-into cache's stem outputs stay valid, so leave out --student-config")
+    if out.resolve() == args.merge_with.resolve():
+        raise ValueError("--merge-with needs another --out than the cache it reads")
+    base = ViewCache.load(args.merge_with)
+    base.check_matches(names, [s.path for s in train])
+    if base.seeds.shape != seeds.shape or not np.array_equal(base.seeds, seeds):
+        raise ValueError(f"--merge-with {args.merge_with} holds other views ({base.seeds.shape[1]} per photo); use its --views and --seed")
+    base_pre = teacher_spec_pre(Path(base.teacher))
+    if base_pre != pre:
+        raise ValueError(f"--merge-with {args.merge_with}: its views were rendered at {base_pre}, this teacher's input is {pre}")
+    return base
+
+
+def merge_targets(base: ViewCache, new: ViewCache) -> ViewCache:
+    """Average two caches' predictions of the same views as probabilities, each weighted by how
+    many teachers it already averages; stored as log probabilities. The stem (and so `teacher`)
+    stays the base cache's, since its stem outputs are what the student replays."""
+    p_base = torch.softmax(torch.from_numpy(base.logits).double(), dim=2)
+    p_new = torch.softmax(torch.from_numpy(new.logits).double(), dim=2)
+    n = base.teacher_count + new.teacher_count
+    p = (base.teacher_count * p_base + new.teacher_count * p_new) / n
+    targets = f"log-probabilities averaged over {n} teacher(s): [{base.targets}] x{base.teacher_count} + [{new.targets} from {new.teacher}] x{new.teacher_count}"
+    return ViewCache(base.seeds, torch.log(p).float().numpy(), base.class_names, base.photo_paths, base.teacher, targets, n)
 
 
 def _stem_only(args: argparse.Namespace, names: list[str], train: list[Sample], run_dir: Path, device: torch.device) -> dict[str, float]:
