@@ -336,3 +336,27 @@ def test_ablation_rejects_an_unknown_row(image_folder: Path, tmp_path: Path, cap
     teacher.write_bytes(b"x")
     code = train_main(["ablation", "--data", str(image_folder), "--run-dir", str(tmp_path / "a"), "--teacher", str(teacher), "--rows", "full,bogus"])
     assert code == 2 and "unknown ablation rows ['bogus']" in capsys.readouterr().err
+
+
+def test_the_shared_epoch_loop_clips_every_stage_and_counts_accuracy() -> None:
+    """train_epoch is the loop of teacher, distill, fine-tune, ablation and leave-one-class-out:
+    a huge loss moves the weights by at most the shared clip norm, and accuracy is counted."""
+    from training.loop import GRAD_CLIP, train_epoch, warmup_cosine
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    x, y = torch.randn(8, 4), torch.zeros(8, dtype=torch.long)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+
+    def step_loss(batch):  # type: ignore[no-untyped-def]
+        logits = model(batch[0])
+        return 1e4 * torch.nn.functional.cross_entropy(logits, batch[1]), logits, batch[1]
+
+    with torch.no_grad():
+        expected_acc = float((model(x).argmax(1) == y).float().mean())
+    loss, acc = train_epoch(model, loader, step_loss, opt, warmup_cosine(opt, 0, 1), "test", show=False)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert float((after - before).norm()) == pytest.approx(GRAD_CLIP, rel=1e-4)
+    assert acc == pytest.approx(expected_acc) and loss > 1e3

@@ -1,4 +1,4 @@
-"""`wastesort-train distill`: the second training -- distil the student from the ResNet-50 teacher.
+"""`wastesort-train distill`: the second training -- distil the student from the CNN teacher.
 
 Starts from the meta-trained weights (run_dir/meta_student.pt), keeps the meta-learned noise
 scales frozen (the transform stays active in training mode as a learned feature augmentation),
@@ -14,6 +14,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch.optim.swa_utils import AveragedModel
@@ -28,7 +29,7 @@ from model.unknown import METHODS
 
 from .augment import belt_augmentation
 from .data import CachedImageDataset, get_split
-from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, param_groups, predict_logits, progress, save_state, seed_everything, warmup_cosine
+from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, param_groups, predict_logits, save_state, seed_everything, train_epoch, warmup_cosine
 from .student_init import EpochViews, FromStem, cached_view_dataset, check_stem_features, copy_stem_from_teacher, freeze_stem, stem_feature_dataset, student_preprocess
 from .teacher_train import accuracy, evaluation_loaders, load_teacher
 from .feature_distill import FeatureHead, FromStemWithFeatures, WithFeatureTargets, feature_loss, load_feature_targets
@@ -96,10 +97,7 @@ def run_epoch(
     A model that also returns predicted ImageNet features (FromStemWithFeatures) adds
     feature_weight x the feature-distillation loss against the batch's fourth entry.
     """
-    model.train()
-    bar = progress(loader, desc, disable=not show)
-    loss_sum, correct, seen = 0.0, 0, 0
-    for batch in bar:
+    def step_loss(batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, y = batch[0].to(device, memory_format=torch.channels_last), batch[1].to(device)
         out = model(x)
         predicted_features = out[2] if isinstance(out, tuple) and len(out) == 3 else None
@@ -115,16 +113,9 @@ def run_epoch(
         else:
             loss = criterion(cls_logits, dist_logits, dist_logits.detach(), y)
             loss = loss + torch.nn.functional.cross_entropy(dist_logits, y, weight=criterion.class_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        seen += len(y)
-        loss_sum += float(loss.detach()) * len(y)
-        correct += int((inference_logits((cls_logits, dist_logits)).argmax(1) == y).sum())
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-    return loss_sum / max(seen, 1), correct / max(seen, 1)
+        return loss, inference_logits((cls_logits, dist_logits)), y
+
+    return train_epoch(model, loader, step_loss, opt, sched, desc, show)
 
 
 def _student(args: argparse.Namespace, names: list[str], run_dir: Path) -> DistilledViT:

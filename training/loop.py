@@ -1,5 +1,6 @@
-"""Shared training machinery: run folders, epoch checkpoints with resume, JSON-lines logs,
-progress bars, warm-up + cosine schedules, and evaluation passes."""
+"""Shared training machinery: the one epoch loop every stage trains with (`train_epoch`),
+run folders, epoch checkpoints with resume, JSON-lines logs, progress bars, warm-up + cosine
+schedules, and evaluation passes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -115,6 +116,47 @@ def make_loader(dataset: Any, batch_size: int, shuffle: bool, balance: str = "no
         pin_memory=num_workers > 0 and torch.cuda.is_available(),
         drop_last=shuffle,
     )
+
+
+GRAD_CLIP = 1.0  # global gradient-norm clip of every training stage
+
+# one batch -> (loss to minimise, the logits its accuracy is counted on, the labels)
+StepLoss = Callable[[Sequence[torch.Tensor]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def clip_and_step(params: Sequence[torch.Tensor], opt: torch.optim.Optimizer, clip: float = GRAD_CLIP) -> None:
+    """Clip the gradients already in `params` to a global norm and take the optimiser step (the
+    meta stage, which sets its gradients itself, shares this with `train_epoch`)."""
+    torch.nn.utils.clip_grad_norm_(list(params), clip)
+    opt.step()
+
+
+def train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    step_loss: StepLoss,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    desc: str,
+    show: bool = True,
+) -> tuple[float, float]:
+    """One epoch of any stage (teacher, distillation, fine-tuning, the ablation's baselines,
+    leave-one-class-out): train mode, the stage's loss per batch, backward, the shared gradient
+    clip, an optimiser and a schedule step per batch. Returns (mean loss, training accuracy)."""
+    model.train()
+    bar = progress(loader, desc, disable=not show)
+    loss_sum, correct, seen = 0.0, 0, 0
+    for batch in bar:
+        loss, logits, y = step_loss(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_and_step([p for p in model.parameters() if p.grad is not None], opt)
+        sched.step()
+        seen += len(y)
+        loss_sum += float(loss.detach()) * len(y)
+        correct += int((logits.detach().argmax(1) == y).sum())
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
 
 
 @torch.no_grad()

@@ -39,7 +39,7 @@ from model.student import DistilledViT
 from model.config import LITE_STAGE_STRIDES
 
 from .augment import belt_augmentation
-from .loop import param_groups
+from .loop import clip_and_step, param_groups
 from .student_init import check_stem_features, copy_stem_from_teacher, freeze_stem, student_preprocess
 from .view_cache import ViewCache
 from .view_data import StemFeatureViews
@@ -171,11 +171,11 @@ def meta_step(
     affine_opt.zero_grad(set_to_none=True)
     for p, g in zip(affine.values(), affine_grads):
         p.grad = g.detach()
-    affine_opt.step()
+    clip_and_step(list(affine.values()), affine_opt)
     model_opt.zero_grad(set_to_none=True)
     for p, g in zip(backbone.values(), grads):
         p.grad = None if g is None else g.detach()
-    model_opt.step()
+    clip_and_step([p for p in backbone.values() if p.grad is not None], model_opt)
     return {
         "l_cls": float(l_cls.detach()),
         "l_pu": float(l_pu.detach()),

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from model.preprocess import PreprocessConfig
 from model.teacher import DEFAULT_TEACHER, TEACHER_ARCHS, TeacherSpec, build_teacher, save_teacher, teacher_from_payload
 
 from .data import get_split
-from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, param_groups, predict_logits, progress, resolve_device, save_state, seed_everything, warmup_cosine
+from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, param_groups, predict_logits, resolve_device, save_state, seed_everything, train_epoch, warmup_cosine
 from .view_data import Photos, PlainPhotos, RandomViews, SeededViews, load_photos, mask_store_for, view_seeds
 
 log = logging.getLogger(__name__)
@@ -82,30 +83,20 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     if args.resume and ckpt_path.is_file():
         state, _ = load_state(ckpt_path, model, opt, sched)
         log.info("resumed teacher at epoch %d", state.epoch)
+
+    def step_loss(batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = batch[0].to(device, memory_format=torch.channels_last), batch[1].to(device)
+        out = model(x)
+        return F.cross_entropy(out, y, weight=weights, label_smoothing=args.label_smoothing), out, y
+
     timer = Timer()
     rec: dict[str, float] = {}
     while state.epoch < args.epochs:
-        model.train()
-        bar = progress(train_dl, f"teacher {state.epoch + 1}/{args.epochs}")
-        correct = seen = 0
-        loss_sum = 0.0
-        for x, y in bar:
-            x, y = x.to(device, memory_format=torch.channels_last), y.to(device)
-            out = model(x)
-            loss = F.cross_entropy(out, y, weight=weights, label_smoothing=args.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            state.step += 1
-            correct += int((out.argmax(1) == y).sum())
-            seen += len(y)
-            loss_sum += float(loss.detach()) * len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        train_loss, train_acc = train_epoch(model, train_dl, step_loss, opt, sched, f"teacher {state.epoch + 1}/{args.epochs}")
+        state.step += len(train_dl)
         model.eval()
         state.epoch += 1
-        rec = {"stage": "teacher", "arch": args.arch, "epoch": state.epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+        rec = {"stage": "teacher", "arch": args.arch, "epoch": state.epoch, "train_loss": train_loss, "train_acc": train_acc,
                "val_acc": accuracy(model, val_plain, device), "val_pasted_acc": accuracy(model, val_pasted, device),
                "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed()}
         logger.write(rec)

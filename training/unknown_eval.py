@@ -12,7 +12,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from model.unknown import METHODS, raw_scores, softmax
 
 from .augment import belt_augmentation
 from .data import CachedImageDataset, Sample, get_split
-from .loop import class_weights, make_loader, progress, resolve_device, seed_everything, warmup_cosine
+from .loop import class_weights, make_loader, param_groups, resolve_device, seed_everything, train_epoch, warmup_cosine
 from .metrics import fit_temperature
 from .student_init import student_preprocess
 from .unknown_loco import train_known
@@ -60,25 +60,18 @@ def train_small(train: list[Sample], k: int, pre: PreprocessConfig, args: argpar
     model = DistilledViT(StudentConfig(num_classes=k, image_size=(pre.height, pre.width))).to(device)
     ds = CachedImageDataset(train, pre, belt_augmentation(pre.height, pre.width))
     dl = make_loader(ds, args.batch_size, True, num_workers=args.workers)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=args.lr)
     sched = warmup_cosine(opt, len(dl), args.epochs * len(dl))
     w = class_weights(ds.labels, k).to(device)
+
+    def step_loss(batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = batch[0].to(device), batch[1].to(device)
+        a, b = model(x)
+        return (F.cross_entropy(a, y, weight=w) + F.cross_entropy(b, y, weight=w)) / 2, inference_logits((a, b)), y
+
     for epoch in range(args.epochs):
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for x, y in progress(dl, f"holdout-train {epoch + 1}/{args.epochs}"):
-            x, y = x.to(device), y.to(device)
-            a, b = model(x)
-            loss = (F.cross_entropy(a, y, weight=w) + F.cross_entropy(b, y, weight=w)) / 2
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # as in distill
-            opt.step()
-            sched.step()
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((inference_logits((a, b)).argmax(1) == y).sum())
-            seen += len(y)
-        log.info("holdout-train epoch %d: loss %.3f, training accuracy %.3f", epoch + 1, loss_sum / seen, correct / seen)  # a run that fails to learn shows here
+        loss, acc = train_epoch(model, dl, step_loss, opt, sched, f"holdout-train {epoch + 1}/{args.epochs}")
+        log.info("holdout-train epoch %d: loss %.3f, training accuracy %.3f", epoch + 1, loss, acc)  # a run that fails to learn shows here
     return model.eval()
 
 
