@@ -31,7 +31,7 @@ from .augment import belt_augmentation
 from .data import CachedImageDataset, get_split
 from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, param_groups, predict_logits, save_state, seed_everything, train_epoch, warmup_cosine
 from .student_init import EpochViews, FromStem, cached_view_dataset, check_stem_features, copy_stem_from_teacher, freeze_stem, stem_feature_dataset, student_preprocess
-from .teacher_train import accuracy, evaluation_loaders, load_teacher
+from .teacher_train import accuracy, camera_loader, evaluation_loaders, load_teacher
 from .feature_distill import FeatureHead, FromStemWithFeatures, WithFeatureTargets, feature_loss, load_feature_targets
 from .view_cache import ViewCache
 from .view_data import load_photos, mask_store_for
@@ -182,7 +182,11 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         log.info("student stem initialised from %s", args.stem_from_teacher)
     val_dl = make_loader(CachedImageDataset(val, pre), 64, False)
     # the validation photos once each on a fixed other backdrop (the teacher's second figure too)
-    val_pasted_dl = evaluation_loaders(load_photos(val, TEACHER_INPUTS[DEFAULT_TEACHER].size, mask_store_for(run_dir)), pre)[1] if args.views is not None else None
+    # and as a belt camera delivers them (smaller, JPEG-compressed: training.camera_degrade)
+    val_pasted_dl = val_camera_dl = None
+    if args.views is not None:
+        photos_val = load_photos(val, TEACHER_INPUTS[DEFAULT_TEACHER].size, mask_store_for(run_dir))
+        val_pasted_dl, val_camera_dl = evaluation_loaders(photos_val, pre)[1], camera_loader(photos_val, pre)
     train_dl = ctx.train_loader(train_ds, args.batch_size, args.balance, args.workers)
     for p in model.affine_parameters():
         p.requires_grad_(False)
@@ -228,7 +232,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         if average is not None and state.epoch > window[0]:
             average.update_parameters(student)
         val_pasted = accuracy(student, val_pasted_dl, device) if val_pasted_dl is not None else None
-        rec = {"stage": "distill", "epoch": state.epoch, "train_loss": loss_avg, "train_acc": acc, "val_acc": val_acc, "val_pasted_acc": val_pasted, "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed(), "world_size": ctx.world_size}
+        val_camera = accuracy(student, val_camera_dl, device) if val_camera_dl is not None else None
+        rec = {"stage": "distill", "epoch": state.epoch, "train_loss": loss_avg, "train_acc": acc, "val_acc": val_acc, "val_pasted_acc": val_pasted, "val_camera_acc": val_camera, "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed(), "world_size": ctx.world_size}
         if val_acc >= state.best_metric:
             state.best_metric = val_acc
             if ctx.is_main:

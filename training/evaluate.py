@@ -15,7 +15,11 @@ import numpy as np
 from model.inference import load_classifier
 from model.unknown import softmax, unknown_scores
 
+from model.teacher import DEFAULT_TEACHER, TEACHER_INPUTS
+
+from .camera_degrade import VAL_CAMERA, VAL_CAMERA_SEED
 from .data import DataError, scan_image_folder
+from .views import seed_for
 from .metrics import Metrics, compute_metrics, reject_curve
 
 REJECT_CURVE_THRESHOLDS = [0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -28,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print only the metrics as one JSON object")
     p.add_argument("--confusion-png", type=Path, default=None, help="where to write the confusion matrix image")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--camera", action="store_true", help="score the photos as a belt camera delivers them (smaller, JPEG quality 50-80, fixed per photo: training.camera_degrade.VAL_CAMERA), the figure distill logs as val_camera_acc")
 
 
 def paths_and_labels(data: Path, class_names: list[str]) -> tuple[list[str], np.ndarray]:
@@ -41,13 +46,22 @@ def paths_and_labels(data: Path, class_names: list[str]) -> tuple[list[str], np.
     return [s.path for s in index.samples], np.asarray([s.label for s in index.samples])
 
 
-def evaluate_checkpoint(checkpoint: Path, data: Path, backend: str = "torch", batch_size: int = 64) -> tuple[Metrics, list[str], list[dict[str, float | None]]]:
+def camera_view(bgr: np.ndarray, index: int) -> np.ndarray:
+    """Photo `index` as distill's val_camera_acc sees it: at the teacher's input size, then degraded."""
+    size = TEACHER_INPUTS[DEFAULT_TEACHER]
+    rgb = cv2.cvtColor(cv2.resize(bgr, (size.width, size.height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(VAL_CAMERA.apply(rgb, seed_for(VAL_CAMERA_SEED, index, 0)), cv2.COLOR_RGB2BGR)
+
+
+def evaluate_checkpoint(checkpoint: Path, data: Path, backend: str = "torch", batch_size: int = 64, camera: bool = False) -> tuple[Metrics, list[str], list[dict[str, float | None]]]:
     """Metrics with the checkpoint's temperature, and the reject curve of the daemon's rule."""
     clf = load_classifier(checkpoint, backend)  # type: ignore[arg-type]
     paths, labels = paths_and_labels(data, clf.class_names)
     logits, feats = [], []
     for i in range(0, len(paths), batch_size):
         imgs = [cv2.imread(p, cv2.IMREAD_COLOR) for p in paths[i : i + batch_size]]
+        if camera:
+            imgs = [camera_view(img, i + j) if img is not None else img for j, img in enumerate(imgs)]
         lg, ft = clf.logits_and_features(imgs)
         logits.append(lg)
         feats.append(ft)
@@ -80,7 +94,7 @@ def save_confusion_png(metrics: Metrics, class_names: list[str], path: Path) -> 
 
 
 def run(args: argparse.Namespace) -> dict:
-    metrics, names, curve = evaluate_checkpoint(args.checkpoint, args.data, args.backend, args.batch_size)
+    metrics, names, curve = evaluate_checkpoint(args.checkpoint, args.data, args.backend, args.batch_size, args.camera)
     png = args.confusion_png or args.checkpoint.with_name(args.checkpoint.stem + "_confusion.png")
     save_confusion_png(metrics, names, png)
     result = metrics.to_dict()

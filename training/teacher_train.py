@@ -23,6 +23,7 @@ from model.checkpoint import checkpoint_from_payload
 from model.preprocess import PreprocessConfig
 from model.teacher import DEFAULT_TEACHER, TEACHER_ARCHS, TeacherSpec, build_teacher, save_teacher, teacher_from_payload
 
+from .camera_degrade import VAL_CAMERA, VAL_CAMERA_SEED
 from .data import get_split
 from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, param_groups, predict_logits, resolve_device, save_state, seed_everything, train_epoch, warmup_cosine
 from .view_data import Photos, PlainPhotos, RandomViews, SeededViews, load_photos, mask_store_for, view_seeds
@@ -51,6 +52,12 @@ def evaluation_loaders(photos_val: Photos, pre: PreprocessConfig) -> tuple[torch
     return plain, pasted
 
 
+def camera_loader(photos_val: Photos, pre: PreprocessConfig) -> torch.utils.data.DataLoader:
+    """The validation photos as a belt camera delivers them (training.camera_degrade.VAL_CAMERA):
+    about the demo belt's item size, JPEG quality 50-80, fixed per photo."""
+    return make_loader(PlainPhotos(photos_val, pre, VAL_CAMERA, VAL_CAMERA_SEED), 64, False)
+
+
 def accuracy(model: torch.nn.Module, loader: torch.utils.data.DataLoader, device: torch.device) -> float:
     logits, ys = predict_logits(model, loader, device)
     return float((logits.argmax(1) == ys).float().mean())
@@ -73,6 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     train_ds = RandomViews(photos_train, pre, base_seed=args.seed)
     train_dl = make_loader(train_ds, args.batch_size, True, args.balance, args.workers)
     val_plain, val_pasted = evaluation_loaders(photos_val, pre)
+    val_camera = camera_loader(photos_val, pre)
     # channels-last runs the depthwise convolutions about 1.5x faster on CPU (measured: 2.5 s against 3.5-4.5 s a batch of 32)
     model = (init[0] if init else build_teacher(len(names), args.weights, arch=args.arch)).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=args.lr)
@@ -98,6 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         state.epoch += 1
         rec = {"stage": "teacher", "arch": args.arch, "epoch": state.epoch, "train_loss": train_loss, "train_acc": train_acc,
                "val_acc": accuracy(model, val_plain, device), "val_pasted_acc": accuracy(model, val_pasted, device),
+               "val_camera_acc": accuracy(model, val_camera, device),
                "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed()}
         logger.write(rec)
         log.info("%s", rec)

@@ -11,6 +11,7 @@ resolution and reads the stored logits (training.distill --views).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .camera_degrade import CameraDegradation
 from .data import Sample, get_split
 from model.preprocess import PreprocessConfig
 
@@ -83,17 +85,19 @@ class AveragedTeacher(torch.nn.Module):
 
 
 class _TwoSizes(torch.utils.data.Dataset):
-    """Each seeded view rendered once, at the teacher's input and at the student's."""
+    """Each seeded view rendered once, at the teacher's input and at the student's; with `camera`,
+    the student's copy is degraded as a belt camera would (the teacher's stays clean)."""
 
-    def __init__(self, views: SeededViews, student_pre: PreprocessConfig) -> None:
-        self.views, self.student_pre = views, student_pre
+    def __init__(self, views: SeededViews, student_pre: PreprocessConfig, camera: CameraDegradation | None = None) -> None:
+        self.views, self.student_pre, self.camera = views, student_pre, camera
 
     def __len__(self) -> int:
         return len(self.views)
 
     def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
         view = self.views.render(j)
-        return to_input(view, self.views.pre), to_input(view, self.student_pre)
+        student_view = self.camera.apply(view, self.views.seed(j)) if self.camera is not None else view
+        return to_input(view, self.views.pre), to_input(student_view, self.student_pre)
 
 
 @torch.no_grad()
@@ -115,7 +119,8 @@ def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module
     tmp = path.with_name(path.stem + ".tmp.npy")
     features = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, k, stem.out_channels, rows, cols))
     flat = features.reshape(n * k, stem.out_channels, rows, cols)
-    loader = make_loader(_TwoSizes(SeededViews(photos, seeds, teacher_spec_pre(teacher_path)), student_preprocess(cfg)), args.batch_size, False, num_workers=args.workers)
+    camera = CameraDegradation(p=args.camera_degrade) if args.camera_degrade > 0 else None
+    loader = make_loader(_TwoSizes(SeededViews(photos, seeds, teacher_spec_pre(teacher_path)), student_preprocess(cfg), camera), args.batch_size, False, num_workers=args.workers)
     imagenet = ImageNetFeatureWriter(run_dir, cfg.stem, n, k, device) if args.imagenet_features else None
     logits, start = [], 0
     for x_t, x_s in progress(loader, "teacher + stem"):
@@ -132,7 +137,7 @@ def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module
     tmp.replace(path)
     if imagenet is not None:
         imagenet.close()
-    path.with_suffix(".json").write_text(json.dumps({"student_config": cfg.to_dict(), "stem_signature": stem_signature(student), "teacher": str(teacher_path), "shape": [n, k, stem.out_channels, rows, cols]}, indent=1))
+    path.with_suffix(".json").write_text(json.dumps({"student_config": cfg.to_dict(), "stem_signature": stem_signature(student), "teacher": str(teacher_path), "shape": [n, k, stem.out_channels, rows, cols], "camera_degradation": dataclasses.asdict(camera) if camera is not None else None}, indent=1))
     return torch.cat(logits).numpy() if teacher is not None else None
 
 
@@ -183,6 +188,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge-with", type=Path, default=None, help="an existing cache of the same views (same split, --views and --seed): this pass's teacher predictions are averaged into its targets, weighted by teacher count, and the result written to --out; its stem outputs and ImageNet features stay valid. Adds a teacher to an ensemble without rerunning the others")
     p.add_argument("--flip-average", action="store_true", help="store the teacher's prediction averaged over each view and its mirror image (log probabilities) instead of its plain logits")
     p.add_argument("--stem-only", action="store_true", help="with --student-config: reuse the views and teacher logits of an existing cache (--out) and only store this student's stem outputs of those views (another input size, another stem depth)")
+    p.add_argument("--camera-degrade", type=float, default=0.0, help="with --student-config: this share of the student's views (stem outputs) is degraded as a belt camera would (downscaled, JPEG quality 30-95: training.camera_degrade); the teacher's targets stay those of the clean view")
     p.add_argument("--stem-out", type=Path, default=None, help="where the stem outputs go (default run_dir/stem_features.npy; a .json record beside it)")
     p.add_argument("--imagenet-features", action="store_true", help="with --student-config: also store the ImageNet-pretrained network's penultimate features of every view (run_dir/imagenet_features.npy), the target of distill --imagenet-features")
     p.add_argument("--student-config", type=Path, default=None, help="StudentConfig JSON of a CNN-stem student: also store its stem's output (the teacher's first stages, at the student's size) for every view, in run_dir/stem_features.npy, so a frozen-stem distillation runs neither renderer nor stem")
@@ -216,6 +222,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         teacher = AveragedTeacher([teacher, *extra], args.flip_average)
     if args.imagenet_features and args.student_config is None:
         raise ValueError("--imagenet-features goes with --student-config")
+    if args.camera_degrade and args.student_config is None:
+        raise ValueError("--camera-degrade degrades the student's stored stem inputs: it goes with --student-config")
     base = _merge_base(args, names, train, seeds, pre, args.out or (run_dir / "views.npz"))
     if args.student_config is None:
         logits, _ = predict_logits(teacher, make_loader(SeededViews(photos, seeds, pre), args.batch_size, False, num_workers=args.workers), device)

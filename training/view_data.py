@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from model.preprocess import PreprocessConfig, normalize
 
+from .camera_degrade import CameraDegradation
 from .cutout import MaskStore
 from .data import DataError, Sample
 from .views import ViewPolicy, neighbour_picker, render_view, seed_for
@@ -96,6 +97,10 @@ class SeededViews(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def seed(self, j: int) -> int:
+        i, k = divmod(j, self.views)
+        return int(self.seeds[i, k])
+
     def render(self, j: int) -> np.ndarray:
         i, k = divmod(j, self.views)
         return render_view(self.photos.images[i], self.photos.masks[i], int(self.seeds[i, k]), self.photos.size, self.policy, self.neighbours)
@@ -129,16 +134,21 @@ class StemFeatureViews(Dataset):
 
 
 class PlainPhotos(Dataset):
-    """The photos as they are, resized to the network: the validation view."""
+    """The photos as they are, resized to the network: the validation view. With `camera`, each
+    photo as a belt camera delivers it (a fixed degradation per photo, seeded by `camera_seed`)."""
 
-    def __init__(self, photos: Photos, pre: PreprocessConfig) -> None:
+    def __init__(self, photos: Photos, pre: PreprocessConfig, camera: CameraDegradation | None = None, camera_seed: int = 0) -> None:
         self.photos, self.pre, self.labels = photos, pre, photos.labels
+        self.camera, self.camera_seed = camera, camera_seed
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return to_input(self.photos.images[i], self.pre), self.labels[i]
+        image = self.photos.images[i]
+        if self.camera is not None:
+            image = self.camera.apply(image, seed_for(self.camera_seed, i, 0))
+        return to_input(image, self.pre), self.labels[i]
 
 
 def view_seeds(count: int, views: int, base_seed: int) -> np.ndarray:
