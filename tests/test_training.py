@@ -218,6 +218,10 @@ def test_unknown_fit_swaps_the_scorer_of_a_trained_checkpoint(image_folder: Path
     plain, viewed = load_checkpoint(tmp_path / "m0.pt"), load_checkpoint(tmp_path / "m1.pt")
     assert viewed.meta["unknown_refit"]["views"] == 1 and any((tmp_path / "masks").iterdir())
     assert viewed.unknown["means"] != plain.unknown["means"] and viewed.unknown["centre"] != plain.unknown["centre"]
+    assert train_main([*args, "--method", "mahalanobis", "--views", "1", "--camera", "1.0", "--masks", str(tmp_path / "masks"), "--out", str(tmp_path / "m2.pt")]) == 0
+    camera = load_checkpoint(tmp_path / "m2.pt")  # the same views seen through a camera: other statistics
+    assert camera.meta["unknown_refit"]["camera"] == 1.0 and camera.unknown["means"] != viewed.unknown["means"]
+    assert train_main([*args, "--method", "mahalanobis", "--views", "1", "--camera", "1.5"]) == 2
     assert train_main([*args, "--method", "mahalanobis", "--views", "-1"]) == 2
     with pytest.raises(SystemExit):  # argparse refuses a scorer it does not know
         train_main([*args, "--method", "oracle"])

@@ -21,6 +21,7 @@ from model.preprocess import PreprocessConfig
 from model.teacher import DEFAULT_TEACHER, TEACHER_INPUTS
 from model.unknown import METHODS
 
+from .camera_degrade import CameraDegradation
 from .cutout import MaskStore
 
 from .data import CachedImageDataset, Sample, load_split
@@ -32,10 +33,11 @@ from .view_data import SeededViews, load_photos, view_seeds
 VIEW_SEED = 4242  # the training views the scorer is fitted on (not the distillation's seeds)
 
 
-def _views(samples: list[Sample], n: int, seed: int, pre: PreprocessConfig, masks: Path) -> SeededViews:
-    """n rendered views of each photo (cut out onto other surfaces or on its board, as in training)."""
+def _views(samples: list[Sample], n: int, seed: int, pre: PreprocessConfig, masks: Path, camera: float) -> SeededViews:
+    """n rendered views of each photo (cut out onto other surfaces or on its board, as in training),
+    a share `camera` of them degraded as a belt camera would."""
     photos = load_photos(samples, TEACHER_INPUTS[DEFAULT_TEACHER].size, MaskStore(masks))
-    return SeededViews(photos, view_seeds(len(samples), n, seed), pre)
+    return SeededViews(photos, view_seeds(len(samples), n, seed), pre, camera=CameraDegradation(p=camera) if camera > 0 else None)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=METHODS, required=True)
     p.add_argument("--out", type=Path, default=None, help="where to write the result (default: replace --checkpoint)")
     p.add_argument("--views", type=int, default=0, help="also fit on N rendered views of every training photo and set the threshold on the validation photos plus one view each on another backdrop: the line shows items on a belt, not on TrashNet's board")
+    p.add_argument("--camera", type=float, default=0.0, help="with --views: this share of the views degraded as a belt camera would (downscaled, JPEG: training.camera_degrade), so the threshold keeps known items seen through a camera too")
     p.add_argument("--masks", type=Path, default=Path("runs/masks"), help="with --views: the cut-out masks (computed there on first use)")
 
 
@@ -59,10 +62,10 @@ def run(args: argparse.Namespace) -> dict:
     model = ckpt.build_model()
     datasets = [CachedImageDataset(samples, ckpt.preprocess) for samples in (train, val)]
     if args.views:
-        datasets = [ConcatDataset([datasets[0], _views(train, args.views, VIEW_SEED, ckpt.preprocess, args.masks)]),
-                    ConcatDataset([datasets[1], _views(val, 1, VAL_PASTED_SEED, ckpt.preprocess, args.masks)])]
+        datasets = [ConcatDataset([datasets[0], _views(train, args.views, VIEW_SEED, ckpt.preprocess, args.masks, args.camera)]),
+                    ConcatDataset([datasets[1], _views(val, 1, VAL_PASTED_SEED, ckpt.preprocess, args.masks, args.camera)])]
     loaders = [make_loader(d, 64, False) for d in datasets]
     unknown = fit_for_model(model, *loaders, torch.device("cpu"), ckpt.temperature, args.method)
-    meta = {**ckpt.meta, "unknown_refit": {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "method": args.method, "split": str(args.split), "views": args.views}}
+    meta = {**ckpt.meta, "unknown_refit": {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "method": args.method, "split": str(args.split), "views": args.views, "camera": args.camera}}
     out = save_checkpoint(args.out or args.checkpoint, model, ckpt.class_names, ckpt.preprocess, ckpt.temperature, unknown, meta)
     return {"checkpoint": str(out), "method": args.method, "centre": unknown["centre"], "slope": unknown["slope"], "bytes": out.stat().st_size}

@@ -83,12 +83,13 @@ class SeededViews(Dataset):
     the teacher's stored logits for that very view.
     """
 
-    def __init__(self, photos: Photos, seeds: np.ndarray, pre: PreprocessConfig, policy: ViewPolicy = ViewPolicy(), targets: np.ndarray | None = None) -> None:
+    def __init__(self, photos: Photos, seeds: np.ndarray, pre: PreprocessConfig, policy: ViewPolicy = ViewPolicy(), targets: np.ndarray | None = None, camera: CameraDegradation | None = None) -> None:
         if seeds.ndim != 2 or seeds.shape[0] != len(photos.images):
             raise ValueError(f"seeds must be (photos, views) = ({len(photos.images)}, K), got {seeds.shape}")
         if targets is not None and targets.shape[:2] != seeds.shape:
             raise ValueError(f"teacher targets {targets.shape[:2]} do not match the view table {seeds.shape}")
         self.photos, self.seeds, self.pre, self.policy, self.targets = photos, seeds, pre, policy, targets
+        self.camera = camera  # each view then degraded as a belt camera would (seeded by the view's seed)
         self.views = seeds.shape[1]
         self.photo_labels = photos.labels
         self.labels = [lbl for lbl in photos.labels for _ in range(self.views)]
@@ -106,7 +107,8 @@ class SeededViews(Dataset):
         return render_view(self.photos.images[i], self.photos.masks[i], int(self.seeds[i, k]), self.photos.size, self.policy, self.neighbours)
 
     def __getitem__(self, j: int) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, torch.Tensor]:
-        x = to_input(self.render(j), self.pre)
+        view = self.render(j)
+        x = to_input(self.camera.apply(view, self.seed(j)) if self.camera is not None else view, self.pre)
         if self.targets is None:
             return x, self.labels[j]
         i, k = divmod(j, self.views)
