@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--items", type=int, default=30, help="items on the rendered belt (pipeline)")
     p.add_argument("--repeat", type=int, default=1, help="pipeline: also run the real-time mode this many times and report the spread")
     p.add_argument("--views", default="1,2,3,5", help="views: numbers of views per decision to compare")
+    p.add_argument("--crop-padding", default="0", help="views: crop paddings in px to compare (classify.crop_padding_px), e.g. 0,8,16")
     p.add_argument("--view-spacing-mm", type=float, default=40.0, help="views: belt travel between two views")
     p.add_argument("--max-view-wait-ms", type=float, default=1000.0, help="views: first full view to decision, at most")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             result["views"] = run_views_bench(
                 args.items, args.model, ClassifySettings.model_fields["backend"].default,
                 [int(v) for v in args.views.split(",")], args.view_spacing_mm, args.max_view_wait_ms,
+                paddings=[int(v) for v in args.crop_padding.split(",")],
             )
     except FileNotFoundError as exc:
         print(f"wastesort bench: {exc}", file=sys.stderr)

@@ -81,11 +81,11 @@ def render(result: dict[str, Any], command: str) -> str:
                   f"{views['backend']}, views {views['view_spacing_mm']:g} mm apart, at most "
                   f"{views['max_view_wait_ms']:g} ms)", "",
                   f"The same {d['photos']} photos classified directly: accuracy {_f(d['accuracy'], 3)}.", "",
-                  "| views | items | accuracy | latency p50 ms | latency p99 ms | inference p95 ms | dropped |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| views | crop padding px | items | accuracy | sent to reject | latency p50 ms | latency p99 ms | inference p95 ms | dropped |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in views["runs"]:
-            lines.append(f"| {r['views']} | {r['items']} | {_f(r['accuracy'], 3)} | {_f(r['latency_p50_ms'])} | "
-                         f"{_f(r['latency_p99_ms'])} | {_f(r['inference_p95_ms'])} | {r['dropped_frames']} |")
+            lines.append(f"| {r['views']} | {r.get('crop_padding_px', 0)} | {r['items']} | {_f(r['accuracy'], 3)} | {r.get('rejected', '–')} | "
+                         f"{_f(r['latency_p50_ms'])} | {_f(r['latency_p99_ms'])} | {_f(r['inference_p95_ms'])} | {r['dropped_frames']} |")
         lines.append("")
     spread = result.get("pipeline_spread")
     if spread:

@@ -28,18 +28,20 @@ def direct_accuracy(model: Path | None, backend: str) -> dict[str, Any]:
 
 def run_views_bench(
     items: int, model: Path | None, backend: str, views: list[int], spacing_mm: float, max_wait_ms: float,
-    realtime: bool = True,
+    realtime: bool = True, paddings: list[int] | None = None,
 ) -> dict[str, Any]:
-    """One demo run per number of views: accuracy, capture->decision latency and inference time."""
+    """One demo run per (crop padding, number of views): accuracy, items sent to reject,
+    capture->decision latency and inference time."""
     from daemon.demo import DemoOptions, run_demo
 
     rows = []
-    for n in views:
-        opts = DemoOptions(items=items, realtime=realtime, json=True, model=model, backend=backend, mqtt=False,
-                           views=n, view_spacing_mm=spacing_mm, max_view_wait_ms=max_wait_ms)
-        r = run_demo(opts, out=io.StringIO())
-        rows.append({"views": n, **{k: r[k] for k in ("items", "accuracy", "latency_p50_ms", "latency_p99_ms",
-                                                        "inference_p95_ms", "dropped_frames")}})
+    for pad in paddings or [0]:
+        for n in views:
+            opts = DemoOptions(items=items, realtime=realtime, json=True, model=model, backend=backend, mqtt=False,
+                               views=n, view_spacing_mm=spacing_mm, max_view_wait_ms=max_wait_ms, crop_padding_px=pad)
+            r = run_demo(opts, out=io.StringIO())
+            rows.append({"views": n, "crop_padding_px": pad, **{k: r[k] for k in ("items", "accuracy", "rejected", "latency_p50_ms", "latency_p99_ms",
+                                                                                  "inference_p95_ms", "dropped_frames")}})
     return {"items": items, "backend": backend, "view_spacing_mm": spacing_mm, "max_view_wait_ms": max_wait_ms,
             "mode": "realtime-30fps" if realtime else "as-fast-as-possible",
             "direct": direct_accuracy(model, backend), "runs": rows}

@@ -40,6 +40,7 @@ class DemoOptions:
     views: int = 1  # classify.views
     view_spacing_mm: float = 0.0
     max_view_wait_ms: float = 250.0
+    crop_padding_px: int = 0  # classify.crop_padding_px
 
 
 def broker_reachable(host: str, port: int, timeout_s: float = 0.5) -> bool:
@@ -58,7 +59,7 @@ def demo_settings(video: SimVideo, serial_link: Path, opts: DemoOptions, mqtt_en
         belt={"region": [0, 0, video.width, video.height], "speed_mm_s": opts.speed_mm_s, "px_per_mm": 1.0},
         classify={"model_path": str(opts.model) if opts.model else None, "backend": opts.backend,
                   "views": opts.views, "view_spacing_mm": opts.view_spacing_mm,
-                  "max_view_wait_ms": opts.max_view_wait_ms},
+                  "max_view_wait_ms": opts.max_view_wait_ms, "crop_padding_px": opts.crop_padding_px},
         gates={
             "1": {"distance_mm": 800, "lead_time_ms": 10},
             "2": {"distance_mm": 1000, "lead_time_ms": 10},

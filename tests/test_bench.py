@@ -51,10 +51,11 @@ def test_pipeline_repeat_reports_the_spread_of_the_timing_figures(tiny_checkpoin
 
 
 def test_views_benchmark_reports_accuracy_and_latency_per_number_of_views(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench_main(["views", "--model", str(tiny_checkpoint), "--items", "2", "--views", "1,3", "--json"]) == 0
+    assert bench_main(["views", "--model", str(tiny_checkpoint), "--items", "2", "--views", "1,3", "--crop-padding", "0,8", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)["views"]
-    assert [r["views"] for r in result["runs"]] == [1, 3]
+    assert [(r["views"], r["crop_padding_px"]) for r in result["runs"]] == [(1, 0), (3, 0), (1, 8), (3, 8)]
+    assert all(0 <= r["rejected"] <= r["items"] for r in result["runs"])
     assert all(r["items"] == 2 and 0 <= r["accuracy"] <= 1 and r["latency_p99_ms"] > 0 for r in result["runs"])
     assert result["direct"]["photos"] >= 6 and 0 <= result["direct"]["accuracy"] <= 1
     md = render({"machine": {"cpu": "x", "cores": 2, "torch": "t", "torch_threads": 2, "python": "p"}, "date": "d", "views": result}, "wastesort bench views")
-    assert "Belt accuracy against views per decision" in md and "| 3 | 2 |" in md
+    assert "Belt accuracy against views per decision" in md and "| 3 | 0 | 2 |" in md and "| 3 | 8 | 2 |" in md
