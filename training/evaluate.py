@@ -13,14 +13,13 @@ import cv2
 import numpy as np
 
 from model.inference import load_classifier
-from model.unknown import softmax, unknown_scores
-
 from model.teacher import DEFAULT_TEACHER, TEACHER_INPUTS
+from model.unknown import softmax, unknown_scores
 
 from .camera_degrade import VAL_CAMERA, VAL_CAMERA_SEED
 from .data import DataError, scan_image_folder
-from .views import seed_for
 from .metrics import Metrics, compute_metrics, reject_curve
+from .views import seed_for
 
 REJECT_CURVE_THRESHOLDS = [0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
