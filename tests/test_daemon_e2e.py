@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daemon_fixtures import (  # noqa: F401 (pytest fixtures)
     CLASS_TO_GATE,
     SPEED_MM_S,
@@ -51,6 +53,9 @@ def run_in_thread(settings, **kw) -> tuple[threading.Thread, dict[str, RunSummar
     return t, out
 
 
+# Real time on 2 shared cores: a fresh-clone CI run of 2026-12-02 dropped 2 of 133 frames here once
+# (daemon unchanged); repeated up to twice, with every assertion as it was.
+@pytest.mark.flaky(reruns=2)
 def test_n_items_in_n_events_and_n_acknowledged_actuations_on_time(
     tmp_path: Path, broker: Broker, collector: Collector, sim: SimController, tiny_model_path: Path
 ) -> None:
