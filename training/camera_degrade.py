@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .views import seed_for
+
 VAL_CAMERA_SEED = 4242  # the fixed degradation of each validation photo (val_camera_acc)
 
 
@@ -46,6 +48,12 @@ class CameraDegradation:
         return degrade(rgb, float(rng.uniform(*self.scale)), int(rng.integers(self.quality[0], self.quality[1] + 1)))
 
 
+def fixed_degradation(camera: CameraDegradation, rgb: np.ndarray, base_seed: int, index: int) -> np.ndarray:
+    """Photo `index` of a fixed evaluation set, degraded by its own seed: the one derivation that
+    distill's val_camera_acc and `evaluate --camera` share, so the two figures stay the same."""
+    return camera.apply(rgb, seed_for(base_seed, index, 0))
+
+
 def degrade(rgb: np.ndarray, scale: float, quality: int) -> np.ndarray:
     """`rgb` downscaled by `scale`, JPEG-compressed at `quality`, and resized back to its size."""
     h, w = rgb.shape[:2]
@@ -60,4 +68,4 @@ def degrade(rgb: np.ndarray, scale: float, quality: int) -> np.ndarray:
 # the validation photos as a belt camera shows them: about the demo belt's item size, mid quality
 VAL_CAMERA = CameraDegradation(p=1.0, scale=(0.45, 0.6), quality=(50, 80))
 
-__all__ = ["CameraDegradation", "VAL_CAMERA", "VAL_CAMERA_SEED", "degrade"]
+__all__ = ["CameraDegradation", "VAL_CAMERA", "VAL_CAMERA_SEED", "degrade", "fixed_degradation"]

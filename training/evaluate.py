@@ -16,10 +16,9 @@ from model.inference import load_classifier
 from model.teacher import DEFAULT_TEACHER, TEACHER_INPUTS
 from model.unknown import softmax, unknown_scores
 
-from .camera_degrade import VAL_CAMERA, VAL_CAMERA_SEED
+from .camera_degrade import VAL_CAMERA, VAL_CAMERA_SEED, fixed_degradation
 from .data import DataError, scan_image_folder
 from .metrics import Metrics, compute_metrics, reject_curve
-from .views import seed_for
 
 REJECT_CURVE_THRESHOLDS = [0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -49,7 +48,7 @@ def camera_view(bgr: np.ndarray, index: int) -> np.ndarray:
     """Photo `index` as distill's val_camera_acc sees it: at the teacher's input size, then degraded."""
     size = TEACHER_INPUTS[DEFAULT_TEACHER]
     rgb = cv2.cvtColor(cv2.resize(bgr, (size.width, size.height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-    return cv2.cvtColor(VAL_CAMERA.apply(rgb, seed_for(VAL_CAMERA_SEED, index, 0)), cv2.COLOR_RGB2BGR)
+    return cv2.cvtColor(fixed_degradation(VAL_CAMERA, rgb, VAL_CAMERA_SEED, index), cv2.COLOR_RGB2BGR)
 
 
 def evaluate_checkpoint(checkpoint: Path, data: Path, backend: str = "torch", batch_size: int = 64, camera: bool = False) -> tuple[Metrics, list[str], list[dict[str, float | None]]]:

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from model.preprocess import PreprocessConfig, normalize
 
-from .camera_degrade import CameraDegradation
+from .camera_degrade import CameraDegradation, fixed_degradation
 from .cutout import MaskStore
 from .data import DataError, Sample
 from .views import ViewPolicy, neighbour_picker, render_view, seed_for
@@ -149,7 +149,7 @@ class PlainPhotos(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         image = self.photos.images[i]
         if self.camera is not None:
-            image = self.camera.apply(image, seed_for(self.camera_seed, i, 0))
+            image = fixed_degradation(self.camera, image, self.camera_seed, i)
         return to_input(image, self.pre), self.labels[i]
 
 
