@@ -79,6 +79,8 @@ def test_imagenet_features_distill_and_leave_one_class_out(image_folder: Path, t
     assert torch.allclose(torch.exp(torch.from_numpy(merged.logits)), (2 * alone + third) / 3, atol=1e-5)
     assert train_main([*merge, "--out", str(run / "views.npz")]) == 2  # never overwrite what it reads
     assert train_main([*merge[:-4], "--views", "3", *merge[-4:], "--out", str(run / "x.npz")]) == 2  # other views
+    assert train_main([*merge, "--paste-share", "0.4", "--out", str(run / "x.npz")]) == 2  # other view family
+    assert merged.paste_share == cache.paste_share == 0.7
     targets = np.load(run / "imagenet_features.npy", mmap_mode="r")
     assert targets.shape == (36, 2, 1280) and np.abs(targets.astype(np.float32)).sum() > 0
     cached = ["--views", str(run / "views.npz"), "--stem-features", str(run / "stem_features.npy")]

@@ -17,7 +17,7 @@ from training.loop import param_groups
 from training.student_init import EpochViews
 from training.view_cache import ViewCache
 from training.view_data import Photos, SeededViews, view_seeds
-from training.views import ViewPolicy, render_view
+from training.views import ViewPolicy, render_view, view_policy
 
 
 def _board_with_disc() -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +62,14 @@ def test_a_view_is_a_pure_function_of_its_seed_and_leaves_the_board() -> None:
     corners = [render_view(rgb, truth, s, (256, 192), pasted)[:8, :8].mean() for s in range(12)]
     assert min(corners) < 150  # the light board (>= 205) is replaced by other surfaces
     assert np.std(corners) > 10  # ... and they differ from view to view
+    photo_only = view_policy(0.0)
+    assert photo_only.p_paste == 0.0 and photo_only.p_clutter == ViewPolicy().p_clutter
+    # with no pasted views, the board stays wherever the view neither rotates nor shrinks onto the belt margin
+    boards = [render_view(rgb, truth, s, (256, 192), photo_only)[:8, :8].mean() for s in range(12)]
+    assert sum(b > 190 for b in boards) >= 6
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="paste share"):
+            view_policy(bad)
 
 
 def _photos(n: int = 4) -> Photos:
@@ -102,6 +110,13 @@ def test_view_cache_refuses_another_split(tmp_path: Path) -> None:
         loaded.check_matches(["a", "b", "c"], ["p0", "p2"])
     with pytest.raises(FileNotFoundError, match="teacher-cache"):
         ViewCache.load(tmp_path / "missing.npz")
+    assert loaded.paste_share == ViewPolicy().p_paste  # the default view family
+    ViewCache(cache.seeds, cache.logits, cache.class_names, cache.photo_paths, "t.pt", paste_share=0.4).save(tmp_path / "p4.npz")
+    assert ViewCache.load(tmp_path / "p4.npz").policy.p_paste == 0.4  # later passes render the views it was made from
+    old = dict(np.load(tmp_path / "views.npz"))
+    del old["paste_share"]
+    np.savez(tmp_path / "old.npz", **old)  # a cache written before --paste-share rendered with the default
+    assert ViewCache.load(tmp_path / "old.npz").paste_share == ViewPolicy().p_paste
 
 
 def test_no_weight_decay_on_norms_biases_tokens_and_positions() -> None:

@@ -53,7 +53,7 @@ def cached_view_dataset(path: Path, train: list[Sample], names: list[str], pre: 
     # render at the size the cache's views were made at (the teacher's), then resize to the student
     teacher_pre = teacher_spec_pre(Path(cache.teacher))
     photos = load_photos(train, (teacher_pre.height, teacher_pre.width), mask_store_for(run_dir))
-    return EpochViews(SeededViews(photos, cache.seeds, pre, targets=cache.logits))
+    return EpochViews(SeededViews(photos, cache.seeds, pre, cache.policy, targets=cache.logits))
 
 
 def copy_stem_from_teacher(student: DistilledViT, teacher_path: Path) -> None:

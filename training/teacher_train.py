@@ -27,6 +27,7 @@ from .camera_degrade import VAL_CAMERA, VAL_CAMERA_SEED
 from .data import get_split
 from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, param_groups, predict_logits, resolve_device, save_state, seed_everything, train_epoch, warmup_cosine
 from .view_data import Photos, PlainPhotos, RandomViews, SeededViews, load_photos, mask_store_for, view_seeds
+from .views import ViewPolicy, view_policy
 
 log = logging.getLogger(__name__)
 VAL_PASTED_SEED = 987  # the fixed validation views on other backdrops (never trained on)
@@ -43,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start from this fine-tuned teacher file (same architecture and classes; its input is kept) with a fresh schedule")
     p.add_argument("--height", type=int, default=None, help="input height (default: the architecture's own, see model/teacher.py)")
     p.add_argument("--width", type=int, default=None, help="input width (default: the architecture's own)")
+    p.add_argument("--paste-share", type=float, default=ViewPolicy().p_paste,
+                   help="share of training views that paste the cut-out item on a synthetic surface; the rest show the photo "
+                        "on its own board (default: %(default)s)")
 
 
 def evaluation_loaders(photos_val: Photos, pre: PreprocessConfig) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
@@ -77,7 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     masks = mask_store_for(run_dir)
     photos_train = load_photos(train, (pre.height, pre.width), masks)
     photos_val = load_photos(val, (pre.height, pre.width), masks)
-    train_ds = RandomViews(photos_train, pre, base_seed=args.seed)
+    train_ds = RandomViews(photos_train, pre, view_policy(args.paste_share), base_seed=args.seed)
     train_dl = make_loader(train_ds, args.batch_size, True, args.balance, args.workers)
     val_plain, val_pasted = evaluation_loaders(photos_val, pre)
     val_camera = camera_loader(photos_val, pre)
@@ -104,7 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         state.step += len(train_dl)
         model.eval()
         state.epoch += 1
-        rec = {"stage": "teacher", "arch": args.arch, "epoch": state.epoch, "train_loss": train_loss, "train_acc": train_acc,
+        rec = {"stage": "teacher", "arch": args.arch, "paste_share": args.paste_share, "epoch": state.epoch, "train_loss": train_loss, "train_acc": train_acc,
                "val_acc": accuracy(model, val_plain, device), "val_pasted_acc": accuracy(model, val_pasted, device),
                "val_camera_acc": accuracy(model, val_camera, device),
                "lr": sched.get_last_lr()[0], "elapsed_s": timer.elapsed()}

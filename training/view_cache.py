@@ -27,6 +27,7 @@ from model.preprocess import PreprocessConfig
 from .loop import Timer, make_loader, predict_logits, progress, resolve_device, seed_everything
 from .teacher_train import load_teacher_spec
 from .view_data import Photos, SeededViews, load_photos, mask_store_for, to_input, view_seeds
+from .views import ViewPolicy, view_policy
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = "wastesort-view-cache-1"
@@ -43,10 +44,15 @@ class ViewCache:
     teacher: str
     targets: str = "logits"  # or what AveragedTeacher averaged (teacher-cache --flip-average / --extra-teacher)
     teacher_count: int = 1  # how many teachers' predictions the targets average (the weight in a --merge-with)
+    paste_share: float = ViewPolicy().p_paste  # the view family the seeds render with (training.views.view_policy)
+
+    @property
+    def policy(self) -> ViewPolicy:
+        return view_policy(self.paste_share)
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, format=CACHE_FORMAT, seeds=self.seeds, logits=self.logits, class_names=np.array(self.class_names), photo_paths=np.array(self.photo_paths), teacher=self.teacher, targets=self.targets, teacher_count=self.teacher_count)
+        np.savez(tmp, format=CACHE_FORMAT, seeds=self.seeds, logits=self.logits, class_names=np.array(self.class_names), photo_paths=np.array(self.photo_paths), teacher=self.teacher, targets=self.targets, teacher_count=self.teacher_count, paste_share=self.paste_share)
         tmp.replace(path)
 
     @classmethod
@@ -58,7 +64,8 @@ class ViewCache:
             raise ValueError(f"{path} is not a view cache of format {CACHE_FORMAT}")
         targets = str(d["targets"]) if "targets" in d.files else "logits"
         count = int(d["teacher_count"]) if "teacher_count" in d.files else 1
-        return cls(d["seeds"], d["logits"], [str(s) for s in d["class_names"]], [str(s) for s in d["photo_paths"]], str(d["teacher"]), targets, count)
+        share = float(d["paste_share"]) if "paste_share" in d.files else ViewPolicy().p_paste  # caches before --paste-share
+        return cls(d["seeds"], d["logits"], [str(s) for s in d["class_names"]], [str(s) for s in d["photo_paths"]], str(d["teacher"]), targets, count, share)
 
     def check_matches(self, class_names: list[str], photo_paths: list[str]) -> None:
         """The cache must describe exactly this split: same classes in the same order, same photos."""
@@ -101,7 +108,7 @@ class _TwoSizes(torch.utils.data.Dataset):
 
 
 @torch.no_grad()
-def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module | None, teacher_path: Path, photos: Photos, seeds: np.ndarray, names: list[str], run_dir: Path, device: torch.device) -> np.ndarray | None:
+def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module | None, teacher_path: Path, photos: Photos, seeds: np.ndarray, policy: ViewPolicy, names: list[str], run_dir: Path, device: torch.device) -> np.ndarray | None:
     """Teacher logits (N*K, C) (None when `teacher` is None: a stem-only pass) and, written to
     args.stem_out (default run_dir/stem_features.npy), the student stem's output per view."""
     from model.config import StudentConfig
@@ -120,7 +127,7 @@ def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module
     features = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, k, stem.out_channels, rows, cols))
     flat = features.reshape(n * k, stem.out_channels, rows, cols)
     camera = CameraDegradation(p=args.camera_degrade) if args.camera_degrade > 0 else None
-    loader = make_loader(_TwoSizes(SeededViews(photos, seeds, teacher_spec_pre(teacher_path)), student_preprocess(cfg), camera), args.batch_size, False, num_workers=args.workers)
+    loader = make_loader(_TwoSizes(SeededViews(photos, seeds, teacher_spec_pre(teacher_path), policy), student_preprocess(cfg), camera), args.batch_size, False, num_workers=args.workers)
     imagenet = ImageNetFeatureWriter(run_dir, cfg.stem, n, k, device) if args.imagenet_features else None
     logits, start = [], 0
     for x_t, x_s in progress(loader, "teacher + stem"):
@@ -137,7 +144,7 @@ def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module
     tmp.replace(path)
     if imagenet is not None:
         imagenet.close()
-    path.with_suffix(".json").write_text(json.dumps({"student_config": cfg.to_dict(), "stem_signature": stem_signature(student), "teacher": str(teacher_path), "shape": [n, k, stem.out_channels, rows, cols], "camera_degradation": dataclasses.asdict(camera) if camera is not None else None}, indent=1))
+    path.with_suffix(".json").write_text(json.dumps({"student_config": cfg.to_dict(), "stem_signature": stem_signature(student), "teacher": str(teacher_path), "shape": [n, k, stem.out_channels, rows, cols], "camera_degradation": dataclasses.asdict(camera) if camera is not None else None, "paste_share": policy.p_paste}, indent=1))
     return torch.cat(logits).numpy() if teacher is not None else None
 
 
@@ -183,6 +190,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default run_dir/teacher.pt)")
     p.add_argument("--views", type=int, default=8, help="K: views per training photo")
     p.add_argument("--out", type=Path, default=None, help="default run_dir/views.npz")
+    p.add_argument("--paste-share", type=float, default=None,
+                   help=f"share of the views that paste the cut-out item on a synthetic surface (the rest: the photo on its own board); "
+                        f"stored in the cache, so every later pass renders the same views (default: {ViewPolicy().p_paste}; "
+                        f"--stem-only and --merge-with take the existing cache's)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--extra-teacher", type=Path, action="append", default=[], help="another teacher file (same input and classes; another architecture is fine, e.g. efficientnet_lite1 beside lite0 at 256x192) whose prediction is averaged in; the student's stem still comes from --teacher (repeatable)")
     p.add_argument("--merge-with", type=Path, default=None, help="an existing cache of the same views (same split, --views and --seed): this pass's teacher predictions are averaged into its targets, weighted by teacher count, and the result written to --out; its stem outputs and ImageNet features stay valid. Adds a teacher to an ensemble without rerunning the others")
@@ -210,6 +221,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     pre = spec.preprocess
     photos = load_photos(train, (pre.height, pre.width), mask_store_for(run_dir))
     seeds = view_seeds(len(train), args.views, args.seed)
+    base = _merge_base(args, names, train, seeds, pre, args.out or (run_dir / "views.npz"))
+    policy = base.policy if base is not None else view_policy(ViewPolicy().p_paste if args.paste_share is None else args.paste_share)
     timer = Timer()
     teacher = teacher.to(memory_format=torch.channels_last)
     extra = []
@@ -224,18 +237,17 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         raise ValueError("--imagenet-features goes with --student-config")
     if args.camera_degrade and args.student_config is None:
         raise ValueError("--camera-degrade degrades the student's stored stem inputs: it goes with --student-config")
-    base = _merge_base(args, names, train, seeds, pre, args.out or (run_dir / "views.npz"))
     if args.student_config is None:
-        logits, _ = predict_logits(teacher, make_loader(SeededViews(photos, seeds, pre), args.batch_size, False, num_workers=args.workers), device)
+        logits, _ = predict_logits(teacher, make_loader(SeededViews(photos, seeds, pre, policy), args.batch_size, False, num_workers=args.workers), device)
         logits_np = logits.numpy()
     else:
-        logits_np = _logits_and_stem_features(args, teacher, teacher_path, photos, seeds, names, run_dir, device)
+        logits_np = _logits_and_stem_features(args, teacher, teacher_path, photos, seeds, policy, names, run_dir, device)
     assert logits_np is not None
     targets = "logits"
     if args.flip_average or extra:
         targets = f"log-probabilities averaged over {1 + len(extra)} teacher(s)" + (" and the mirror image" if args.flip_average else "")
         log.info("teacher-cache targets: %s (extra teachers: %s)", targets, [str(p) for p in args.extra_teacher])
-    cache = ViewCache(seeds, logits_np.reshape(len(train), args.views, -1).astype(np.float32), names, [s.path for s in train], str(teacher_path), targets, 1 + len(extra))
+    cache = ViewCache(seeds, logits_np.reshape(len(train), args.views, -1).astype(np.float32), names, [s.path for s in train], str(teacher_path), targets, 1 + len(extra), policy.p_paste)
     if base is not None:
         cache = merge_targets(base, cache)
         log.info("teacher-cache --merge-with %s: %s", args.merge_with, cache.targets)
@@ -260,6 +272,8 @@ def _merge_base(args: argparse.Namespace, names: list[str], train: list[Sample],
     base.check_matches(names, [s.path for s in train])
     if base.seeds.shape != seeds.shape or not np.array_equal(base.seeds, seeds):
         raise ValueError(f"--merge-with {args.merge_with} holds other views ({base.seeds.shape[1]} per photo); use its --views and --seed")
+    if args.paste_share is not None and base.paste_share != args.paste_share:
+        raise ValueError(f"--merge-with {args.merge_with} renders its views with --paste-share {base.paste_share}, this pass with {args.paste_share}")
     base_pre = teacher_spec_pre(Path(base.teacher))
     if base_pre != pre:
         raise ValueError(f"--merge-with {args.merge_with}: its views were rendered at {base_pre}, this teacher's input is {pre}")
@@ -275,7 +289,7 @@ def merge_targets(base: ViewCache, new: ViewCache) -> ViewCache:
     n = base.teacher_count + new.teacher_count
     p = (base.teacher_count * p_base + new.teacher_count * p_new) / n
     targets = f"log-probabilities averaged over {n} teacher(s): [{base.targets}] x{base.teacher_count} + [{new.targets} from {new.teacher}] x{new.teacher_count}"
-    return ViewCache(base.seeds, torch.log(p).float().numpy(), base.class_names, base.photo_paths, base.teacher, targets, n)
+    return ViewCache(base.seeds, torch.log(p).float().numpy(), base.class_names, base.photo_paths, base.teacher, targets, n, base.paste_share)
 
 
 def _stem_only(args: argparse.Namespace, names: list[str], train: list[Sample], run_dir: Path, device: torch.device) -> dict[str, float]:
@@ -290,6 +304,8 @@ def _stem_only(args: argparse.Namespace, names: list[str], train: list[Sample], 
     pre = teacher_spec_pre(teacher_path)
     photos = load_photos(train, (pre.height, pre.width), mask_store_for(run_dir))
     timer = Timer()
-    _logits_and_stem_features(args, None, teacher_path, photos, cache.seeds, names, run_dir, device)
+    if args.paste_share is not None and args.paste_share != cache.paste_share:
+        raise ValueError(f"--stem-only replays the views of {args.out or (run_dir / 'views.npz')}, rendered with --paste-share {cache.paste_share}; leave --paste-share out")
+    _logits_and_stem_features(args, None, teacher_path, photos, cache.seeds, cache.policy, names, run_dir, device)
     log.info("teacher-cache --stem-only: %d photos x %d views in %.0f s", len(train), cache.seeds.shape[1], timer.elapsed())
     return {"photos": len(train), "views": int(cache.seeds.shape[1]), "seconds": timer.elapsed()}

@@ -38,6 +38,13 @@ class ViewPolicy:
     colour: float = 1.0  # strength of the lighting changes (0 = none)
 
 
+def view_policy(paste_share: float) -> ViewPolicy:
+    """The default view family with another share of pasted views (a run's `--paste-share`)."""
+    if not 0.0 <= paste_share <= 1.0:
+        raise ValueError(f"the paste share must lie in [0, 1], got {paste_share}")
+    return ViewPolicy(p_paste=paste_share)
+
+
 def seed_for(base: int, index: int, view: int) -> int:
     """A view's seed from the run seed, the image index and the view number (stable across runs)."""
     return int(np.random.SeedSequence([base, index, view]).generate_state(1)[0])
@@ -196,4 +203,4 @@ def neighbour_picker(images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) 
     return pick
 
 
-__all__ = ["ViewPolicy", "neighbour_picker", "render_view", "seed_for"]
+__all__ = ["ViewPolicy", "neighbour_picker", "render_view", "seed_for", "view_policy"]
