@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop-padding", default="0", help="views: crop paddings in px to compare (classify.crop_padding_px), e.g. 0,8,16")
     p.add_argument("--view-spacing-mm", type=float, default=40.0, help="views: belt travel between two views")
     p.add_argument("--max-view-wait-ms", type=float, default=1000.0, help="views: first full view to decision, at most")
+    p.add_argument("--photos", type=Path, default=None,
+                   help="views: the photos on the belt: an ImageFolder, or a split.json whose validation photos are used "
+                        "(default: the 24 bundled samples); with --items 0, each photo once")
+    p.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True,
+                   help="views: real time at 30 fps (default), or --no-realtime: as fast as possible, every frame processed")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md and docs/benchmarks.json")
     args = p.parse_args(argv)
@@ -82,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             result["views"] = run_views_bench(
                 args.items, args.model, ClassifySettings.model_fields["backend"].default,
                 [int(v) for v in args.views.split(",")], args.view_spacing_mm, args.max_view_wait_ms,
-                paddings=[int(v) for v in args.crop_padding.split(",")],
+                realtime=args.realtime, paddings=[int(v) for v in args.crop_padding.split(",")], photos=args.photos,
             )
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         print(f"wastesort bench: {exc}", file=sys.stderr)
         return 2
     if args.write_docs:

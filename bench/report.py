@@ -80,7 +80,7 @@ def render(result: dict[str, Any], command: str) -> str:
         lines += [f"## Belt accuracy against views per decision ({views['items']} items, {views['mode']}, "
                   f"{views['backend']}, views {views['view_spacing_mm']:g} mm apart, at most "
                   f"{views['max_view_wait_ms']:g} ms)", "",
-                  f"The same {d['photos']} photos classified directly: accuracy {_f(d['accuracy'], 3)}.", "",
+                  f"The same {d['photos']} photos ({views.get('photos', 'bundled samples')}) classified directly: accuracy {_f(d['accuracy'], 3)}.", "",
                   "| views | crop padding px | items | accuracy | sent to reject | latency p50 ms | latency p99 ms | inference p95 ms | dropped |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in views["runs"]:

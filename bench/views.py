@@ -7,41 +7,72 @@ same photos classified directly, which the belt should come close to.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 import cv2
 
+Samples = list[tuple[str, Path]]
 
-def direct_accuracy(model: Path | None, backend: str) -> dict[str, Any]:
-    """The bundled sample photos classified as they are: what the belt pipeline is measured against."""
-    from daemon.classify import load_model
+
+def belt_photos(source: Path | None) -> Samples:
+    """(label, photo) pairs to put on the belt: the bundled samples (None), an ImageFolder
+    (one folder per class), or the validation part of a training split file (split.json), so
+    that the belt is measured on photos no model was trained on, hundreds rather than 24."""
     from daemon.conveyor_sim import load_samples
+
+    if source is None:
+        return load_samples()
+    if source.is_dir():
+        return load_samples(source)
+    if not source.is_file():
+        raise FileNotFoundError(f"--photos {source}: no such folder or split file")
+    try:
+        split = json.loads(source.read_text())
+        root, names = Path(split["root"]), split["class_names"]
+        photos = [(names[label], root / rel) for rel, label in split["val"]]
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"--photos {source}: not a split file with root, class_names and val ({exc})") from exc
+    missing = [str(p) for _, p in photos if not p.is_file()]
+    if missing or not photos:
+        raise FileNotFoundError(f"--photos {source}: {len(missing)} of {len(photos)} validation photos are missing (first: {missing[:1]})")
+    return photos
+
+
+def direct_accuracy(model: Path | None, backend: str, samples: Samples) -> dict[str, Any]:
+    """The belt's photos classified as they are: what the belt pipeline is measured against."""
+    from daemon.classify import load_model
     from daemon.settings import ClassifySettings
 
     clf = load_model(ClassifySettings(model_path=model, backend=backend))  # type: ignore[arg-type]
-    samples = load_samples()
-    predictions = clf.predict([cv2.imread(str(path), cv2.IMREAD_COLOR) for _, path in samples])
-    correct = sum(p.label == label for p, (label, _) in zip(predictions, samples))
+    correct = 0
+    for start in range(0, len(samples), 64):
+        chunk = samples[start : start + 64]
+        predictions = clf.predict([cv2.imread(str(path), cv2.IMREAD_COLOR) for _, path in chunk])
+        correct += sum(p.label == label for p, (label, _) in zip(predictions, chunk))
     return {"photos": len(samples), "accuracy": round(correct / len(samples), 4)}
 
 
 def run_views_bench(
     items: int, model: Path | None, backend: str, views: list[int], spacing_mm: float, max_wait_ms: float,
-    realtime: bool = True, paddings: list[int] | None = None,
+    realtime: bool = True, paddings: list[int] | None = None, photos: Path | None = None,
 ) -> dict[str, Any]:
     """One demo run per (crop padding, number of views): accuracy, items sent to reject,
     capture->decision latency and inference time."""
     from daemon.demo import DemoOptions, run_demo
 
+    samples = belt_photos(photos)
+    items = items or len(samples)
     rows = []
     for pad in paddings or [0]:
         for n in views:
             opts = DemoOptions(items=items, realtime=realtime, json=True, model=model, backend=backend, mqtt=False,
-                               views=n, view_spacing_mm=spacing_mm, max_view_wait_ms=max_wait_ms, crop_padding_px=pad)
+                               views=n, view_spacing_mm=spacing_mm, max_view_wait_ms=max_wait_ms, crop_padding_px=pad,
+                               samples=tuple(samples))
             r = run_demo(opts, out=io.StringIO())
             rows.append({"views": n, "crop_padding_px": pad, **{k: r[k] for k in ("items", "accuracy", "rejected", "latency_p50_ms", "latency_p99_ms",
                                                                                   "inference_p95_ms", "dropped_frames")}})
     return {"items": items, "backend": backend, "view_spacing_mm": spacing_mm, "max_view_wait_ms": max_wait_ms,
             "mode": "realtime-30fps" if realtime else "as-fast-as-possible",
-            "direct": direct_accuracy(model, backend), "runs": rows}
+            "photos": str(photos) if photos else "bundled samples", "direct": direct_accuracy(model, backend, samples), "runs": rows}

@@ -41,6 +41,7 @@ class DemoOptions:
     view_spacing_mm: float = 0.0
     max_view_wait_ms: float = 250.0
     crop_padding_px: int = 0  # classify.crop_padding_px
+    samples: tuple[tuple[str, Path], ...] | None = None  # (label, photo) put on the belt; None: the bundled samples
 
 
 def broker_reachable(host: str, port: int, timeout_s: float = 0.5) -> bool:
@@ -82,7 +83,7 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any]:
     if opts.mqtt and not mqtt_enabled:
         print(f"note: no MQTT broker at {opts.mqtt_host}:{opts.mqtt_port}; running without MQTT", file=say)
     with tempfile.TemporaryDirectory(prefix="wastesort-demo-") as tmp:
-        video = render_conveyor(Path(tmp) / "belt.avi", load_samples(), opts.items, speed_px_s=opts.speed_mm_s)
+        video = render_conveyor(Path(tmp) / "belt.avi", list(opts.samples or load_samples()), opts.items, speed_px_s=opts.speed_mm_s)
         sim = SimController(Path(tmp) / "gate-controller", n_gates=4).start()
         settings = demo_settings(video, sim.link, opts, mqtt_enabled)
         if mqtt_enabled:

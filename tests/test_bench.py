@@ -59,3 +59,23 @@ def test_views_benchmark_reports_accuracy_and_latency_per_number_of_views(tiny_c
     assert result["direct"]["photos"] >= 6 and 0 <= result["direct"]["accuracy"] <= 1
     md = render({"machine": {"cpu": "x", "cores": 2, "torch": "t", "torch_threads": 2, "python": "p"}, "date": "d", "views": result}, "wastesort bench views")
     assert "Belt accuracy against views per decision" in md and "| 3 | 0 | 2 |" in md and "| 3 | 8 | 2 |" in md
+
+
+def test_views_benchmark_puts_a_splits_validation_photos_on_the_belt(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--photos split.json: each validation photo once (--items 0), the direct figure on the same photos."""
+    from daemon.conveyor_sim import SAMPLES_DIR
+
+    names = sorted(d.name for d in SAMPLES_DIR.iterdir() if d.is_dir())
+    val = [[f"{name}/{p.name}", i] for i, name in enumerate(names[:3]) for p in sorted((SAMPLES_DIR / name).iterdir())[:1]]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"root": str(SAMPLES_DIR), "class_names": names, "train": [], "val": val}))
+    args = ["views", "--model", str(tiny_checkpoint), "--items", "0", "--views", "1", "--no-realtime", "--json"]
+    assert bench_main([*args, "--photos", str(split)]) == 0
+    result = json.loads(capsys.readouterr().out)["views"]
+    assert result["direct"]["photos"] == 3 and result["photos"] == str(split) and result["mode"] == "as-fast-as-possible"
+    assert result["runs"][0]["items"] == 3  # every photo crossed the belt once and was decided once
+    split.write_text(json.dumps({"root": str(tmp_path), "class_names": names, "train": [], "val": val}))
+    assert bench_main([*args, "--photos", str(split)]) == 2  # photos that are not there: a clear error, no run
+    assert "missing" in capsys.readouterr().err
+    split.write_text("{}")
+    assert bench_main([*args, "--photos", str(split)]) == 2
