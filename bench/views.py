@@ -9,9 +9,13 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from model.inference import Classifier
 
 Samples = list[tuple[str, Path]]
 
@@ -40,18 +44,24 @@ def belt_photos(source: Path | None) -> Samples:
     return photos
 
 
+def accuracy_on(clf: Classifier, samples: Samples, view: Callable[[np.ndarray], np.ndarray] = lambda im: im, batch: int = 64) -> float:
+    """Share of `samples` whose photo, passed through `view` (e.g. made smaller or compressed), the
+    classifier labels right; read and classified a batch at a time."""
+    correct = 0
+    for start in range(0, len(samples), batch):
+        chunk = samples[start : start + batch]
+        predictions = clf.predict([view(cv2.imread(str(path), cv2.IMREAD_COLOR)) for _, path in chunk])
+        correct += sum(p.label == label for p, (label, _) in zip(predictions, chunk))
+    return round(correct / len(samples), 4)
+
+
 def direct_accuracy(model: Path | None, backend: str, samples: Samples) -> dict[str, Any]:
     """The belt's photos classified as they are: what the belt pipeline is measured against."""
     from daemon.classify import load_model
     from daemon.settings import ClassifySettings
 
     clf = load_model(ClassifySettings(model_path=model, backend=backend))  # type: ignore[arg-type]
-    correct = 0
-    for start in range(0, len(samples), 64):
-        chunk = samples[start : start + 64]
-        predictions = clf.predict([cv2.imread(str(path), cv2.IMREAD_COLOR) for _, path in chunk])
-        correct += sum(p.label == label for p, (label, _) in zip(predictions, chunk))
-    return {"photos": len(samples), "accuracy": round(correct / len(samples), 4)}
+    return {"photos": len(samples), "accuracy": accuracy_on(clf, samples)}
 
 
 def run_views_bench(
