@@ -18,18 +18,13 @@ import numpy as np
 from bench.views import accuracy_on, belt_photos
 from daemon.classify import load_model
 from daemon.settings import ClassifySettings
+from training.camera_degrade import jpeg_round_trip as jpeg
 
 BELT_ITEM_PX = 112  # the demo belt's item height (daemon.conveyor_sim.render_conveyor)
 
 
 def at_belt_size(img: np.ndarray) -> np.ndarray:
     return cv2.resize(img, (round(img.shape[1] * BELT_ITEM_PX / img.shape[0]), BELT_ITEM_PX), interpolation=cv2.INTER_AREA)
-
-
-def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    assert ok
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
 
 
 def main() -> None:

@@ -54,18 +54,23 @@ def fixed_degradation(camera: CameraDegradation, rgb: np.ndarray, base_seed: int
     return camera.apply(rgb, seed_for(base_seed, index, 0))
 
 
+def jpeg_round_trip(bgr: np.ndarray, quality: int) -> np.ndarray:
+    """`bgr` (OpenCV's channel order) as it comes back from JPEG compression at `quality`."""
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+
 def degrade(rgb: np.ndarray, scale: float, quality: int) -> np.ndarray:
     """`rgb` downscaled by `scale`, JPEG-compressed at `quality`, and resized back to its size."""
     h, w = rgb.shape[:2]
     small = cv2.resize(rgb, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    small = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    small = cv2.cvtColor(jpeg_round_trip(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), quality), cv2.COLOR_BGR2RGB)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 # the validation photos as a belt camera shows them: about the demo belt's item size, mid quality
 VAL_CAMERA = CameraDegradation(p=1.0, scale=(0.45, 0.6), quality=(50, 80))
 
-__all__ = ["CameraDegradation", "VAL_CAMERA", "VAL_CAMERA_SEED", "degrade", "fixed_degradation"]
+__all__ = ["CameraDegradation", "VAL_CAMERA", "VAL_CAMERA_SEED", "degrade", "fixed_degradation", "jpeg_round_trip"]
