@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from daemon.settings import ClassifySettings
+
 from .timing import machine
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -30,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--items", type=int, default=30, help="items on the rendered belt (pipeline)")
     p.add_argument("--repeat", type=int, default=1, help="pipeline: also run the real-time mode this many times and report the spread")
     p.add_argument("--views", default="1,2,3,5", help="views: numbers of views per decision to compare")
-    p.add_argument("--crop-padding", default="0", help="views: crop paddings in px to compare (classify.crop_padding_px), e.g. 0,8,16")
+    p.add_argument("--crop-padding", default=str(ClassifySettings.model_fields["crop_padding_px"].default),
+                   help="views: crop paddings in px to compare (classify.crop_padding_px; default: the daemon's), e.g. 0,4,8")
     p.add_argument("--view-spacing-mm", type=float, default=40.0, help="views: belt travel between two views")
     p.add_argument("--max-view-wait-ms", type=float, default=1000.0, help="views: first full view to decision, at most")
     p.add_argument("--photos", type=Path, default=None,
@@ -71,8 +74,6 @@ def main(argv: list[str] | None = None) -> int:
         if "pipeline" in what:
             from .pipeline import run_pipeline_bench
 
-            from daemon.settings import ClassifySettings
-
             backend = ClassifySettings.model_fields["backend"].default
             result["pipeline"] = run_pipeline_bench(args.items, args.model, backend)
             if args.repeat > 1:
@@ -81,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
                 result["pipeline_spread"] = run_pipeline_spread(args.items, args.model, backend, args.repeat)
         if "views" in args.what:  # not part of "all": it is an experiment, several minutes of real-time runs
             from .views import run_views_bench
-
-            from daemon.settings import ClassifySettings
 
             result["views"] = run_views_bench(
                 args.items, args.model, ClassifySettings.model_fields["backend"].default,

@@ -40,7 +40,7 @@ class DemoOptions:
     views: int = 1  # classify.views
     view_spacing_mm: float = 0.0
     max_view_wait_ms: float = 250.0
-    crop_padding_px: int = 0  # classify.crop_padding_px
+    crop_padding_px: int = ClassifySettings.model_fields["crop_padding_px"].default
     samples: tuple[tuple[str, Path], ...] | None = None  # (label, photo) put on the belt; None: the bundled samples
 
 

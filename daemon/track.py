@@ -2,7 +2,9 @@
 
 A track's position is predicted as ``x + belt_speed_px_s * dt`` and matched to
 the nearest detection. Each track is handed out for classification exactly
-once: on its first view fully inside the region, or - for an item that never
+once: on its first view fully inside the region that follows a view fully inside
+and is no larger than it (an item coloured like the belt enters piece by piece,
+and its first piece away from the entry edge is not yet the item), or - for an item that never
 fits - with its largest view as soon as it reaches the downstream edge (its view
 only shrinks from there, and waiting for it to vanish would add frames of latency).
 
@@ -27,12 +29,16 @@ vanishes - with the views it has.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from daemon.detect import Detection
 from daemon.settings import TrackSettings
+
+
+EXTENT_FRAMES = 4  # views joined into an item's extent: enough for a flickering item, too few for speed errors to add up
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,9 @@ class Track:
     footprint: Detection | None = None  # the largest view (union of pieces), at belt time footprint_t
     footprint_t: float = 0.0
     views: list[View] = field(default_factory=list)  # full views not yet handed out
+    recent: deque[tuple[Detection, float]] = field(default_factory=lambda: deque(maxlen=EXTENT_FRAMES))  # (view, belt time)
+    extent: Detection | None = None  # the item's box in this frame: its recent views moved on with the belt, joined
+    settled: bool = False  # whole in the frame before too, and the extent stopped growing (TrackSettings.settle_px)
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,12 @@ class BeltTracker:
         for ti, dis in pieces.items():
             tr = self.tracks[ti]
             view = self._union([detections[di] for di in dis])
+            was_whole = tr.t_last != t and tr.extent is not None and self._inside(tr.det) and self._inside(tr.extent)
+            before = tr.extent
+            self._see(tr, view, t)
+            grow = self.settings.settle_px
+            tr.settled = (was_whole and before is not None and tr.extent is not None
+                          and tr.extent.w <= before.w + grow and tr.extent.h <= before.h + grow)
             tr.det, tr.t_last, tr.t_capture, tr.frame_index, tr.missed = view, t, t_cap, frame_index, 0
             if tr.footprint is None or view.area >= tr.footprint.area:
                 tr.footprint, tr.footprint_t = view, t
@@ -173,6 +188,7 @@ class BeltTracker:
         for di, d in enumerate(detections):
             if di not in assigned:
                 tr = Track(next(self._ids), d, t, t_cap, frame_index, first_seen=t_cap, footprint=d, footprint_t=t)
+                self._see(tr, d, t)
                 self.tracks.append(tr)
                 self._observe(tr, region, ready, t)
         self._retire(set(pieces), t, ready)
@@ -235,20 +251,33 @@ class BeltTracker:
                 survivors.append(tr)
         self.tracks = survivors
 
+    def _see(self, tr: Track, view: Detection, t: float) -> None:
+        """Add this frame's view to the track's extent: its recent views, each moved on with the belt to
+        ``t`` and joined, so an item the detector sees in different pieces from frame to frame (dark,
+        belt-coloured parts) is still cropped whole."""
+        tr.recent.append((view, t))
+        moved = [Detection(round(v.x + self.speed_px_s * (t - tv)), v.y, v.w, v.h, v.area) for v, tv in tr.recent]
+        x0 = max(0, min(v.x for v in moved))
+        x1 = min(self.region_width, max(v.x + v.w for v in moved))
+        y0, y1 = min(v.y for v in moved), max(v.y + v.h for v in moved)
+        tr.extent = Detection(x0, y0, max(1, x1 - x0), y1 - y0, view.area)
+
     def _observe(self, tr: Track, region: np.ndarray, ready: list[ReadyItem], t: float) -> None:
         if tr.classified:
             return
         d = tr.det
-        if self._inside(d):
+        inside = self._inside(d)
+        whole = tr.settled and tr.extent is not None and self._inside(tr.extent)
+        if inside and whole and tr.extent.x >= self.settings.entry_clearance_px:  # type: ignore[union-attr]
             last = tr.views[-1] if tr.views else None
             if last is None or (t > last.t_belt and self.speed_px_s * (t - last.t_belt) >= self.view_spacing_px):
+                d = tr.extent
                 crop = self._crop(region, d)
                 tr.views.append(View(crop if self.views == 1 else crop.copy(), d, tr.t_capture, tr.frame_index, t))
-            if len(tr.views) >= self.views or t - tr.views[0].t_belt >= self.max_wait_s:
+        if tr.views:
+            # all views taken, the deadline passed, or at the exit edge: no more full views will come
+            if len(tr.views) >= self.views or t - tr.views[0].t_belt >= self.max_wait_s or not inside:
                 self._hand_out(tr, ready)
-            return
-        if tr.views:  # was fully inside, now at the exit edge: no more full views will come
-            self._hand_out(tr, ready)
             return
         if d.area > tr.best_area:
             tr.best_area, tr.best_t_capture, tr.best_det, tr.best_frame = d.area, tr.t_capture, d, tr.frame_index

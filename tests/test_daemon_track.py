@@ -185,6 +185,34 @@ def test_items_that_split_at_both_edges_on_a_drifting_textured_belt_give_one_dec
     assert gap_px < DetectSettings().merge_gap_px or tr.merged > 0  # (and that path really ran)
 
 
+BELT_DARK = Path(__file__).parent / "data" / "belt_dark" / "metal196.jpg"
+
+
+def iou(a: Detection, b: Detection) -> float:
+    iw = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
+    ih = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+    inter = max(iw, 0) * max(ih, 0)
+    return inter / (a.w * a.h + b.w * b.h - inter)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_an_item_the_detector_sees_in_changing_pieces_gives_one_decision_from_a_whole_crop(tmp_path: Path, seed: int) -> None:
+    # Foil whose folds are belt-grey enters piece by piece: a bright piece clear of the entry edge was once
+    # decided as the whole item (a 40x67 crop of an 85x112 item), and a later piece became a second item.
+    video = render_conveyor(tmp_path / "belt.avi", [("metal", BELT_DARK)], 6, seed=seed)
+    ready, _, _ = replay(video)
+    matched = [video.item_at(k, r.det.cx, tolerance_px=60) for k, r in ready]
+    assert None not in matched
+    assert sorted(it.index for it in matched if it is not None) == list(range(6))  # each item exactly once
+    overlaps = []
+    for (k, r), it in zip(ready, matched):
+        assert it is not None
+        truth = Detection(round(it.center_x(k / video.fps, video.speed_px_s) - it.w / 2), it.y, it.w, it.h, 0.0)
+        overlaps.append(iou(r.det, truth))
+        assert r.crop.shape[:2] == (r.det.h, r.det.w)  # the crop is the box the item is placed by
+    assert sum(o >= 0.85 for o in overlaps) >= 5, overlaps  # (almost) every crop holds the whole item
+
+
 def run_views(frames: list[np.ndarray], speed: float, **views) -> list[tuple[int, ReadyItem]]:
     det = BeltDetector(DetectSettings(min_area_px=200))
     tr = BeltTracker(TrackSettings(), speed_px_s=speed, region_width=W, **views)

@@ -14,6 +14,7 @@ from daemon.conveyor_sim import belt_background
 from daemon.events import WallClock
 from daemon.metrics import PipelineMetrics
 from daemon.schedule import firing_time
+from daemon.settings import TrackSettings
 from daemon.worker import FrameProcessor
 from model import Prediction
 
@@ -68,10 +69,12 @@ def test_due_time_follows_the_firing_formula() -> None:
     assert (event.label, event.gate, request.gate) == ("glass", 2, 2)
     expected = firing_time(event.t_capture, event.position_mm, 760.0, SPEED, 10.0)
     assert request.due == pytest.approx(expected, abs=1e-5)
-    # The decision is taken on the first frame where the item is fully inside, at its true position.
+    # The decision is taken on the first frame where the item is whole, seen whole before, and clear of
+    # the entry edge by track.entry_clearance_px, at its true position.
     k = event.frame
     assert event.position_mm == pytest.approx(-80 + SPEED * k / FPS + 30, abs=2.5)
-    assert 0 < -80 + SPEED * k / FPS <= 2 + SPEED / FPS + 1
+    clearance = TrackSettings().entry_clearance_px
+    assert clearance - 1 <= -80 + SPEED * k / FPS <= clearance + SPEED / FPS + 1
 
 
 def test_items_in_the_same_frame_are_classified_in_one_batch() -> None:
