@@ -344,6 +344,11 @@ class Settings(BaseSettings):
                     f"gates.{gate} is a servo gate without bin_angles for {', '.join(missing)} "
                     f"(bins: {', '.join(sorted(g.bin_angles))}; run: wastesort calibrate gates --jog {gate} ...)"
                 )
+        if self.track.entry_clearance_px >= self.belt.length_px // 2:
+            raise ValueError(
+                f"track.entry_clearance_px = {self.track.entry_clearance_px} leaves items no room to be decided whole: "
+                f"it must be under half the belt region's length along the belt ({self.belt.length_px} px)"
+            )
         region_mm = self.belt.length_px / self.belt.px_per_mm
         for gate, g in self.gates.items():
             if g.distance_mm <= region_mm:

@@ -58,6 +58,7 @@ def test_invalid_environment_value_names_key_and_value(monkeypatch: pytest.Monke
          "gates.1.distance_mm = 100.0 must be beyond the belt region"),
         ("reject_gate = 1\n[class_to_gate]\nglass = 1\n[belt]\nregion = [0, 0, 240, 640]\nrotate = 90\n"
          "[gates.1]\ndistance_mm = 500\n", "(640 mm = region length along the belt"),
+        ("[track]\nentry_clearance_px = 400\n", "track.entry_clearance_px = 400 leaves items no room"),
     ],
 )
 def test_bad_values_give_a_clear_error(tmp_path: Path, toml: str, expected: str) -> None:
