@@ -127,9 +127,10 @@ class ClassifySettings(_Section):
     confidence_threshold: float = Field(0.5, ge=0, le=1)
     unknown_threshold: float = Field(0.5, ge=0, le=1)
     num_threads: int = Field(0, ge=0)  # inference threads (torch or ONNX Runtime); 0 = half the CPU cores (at least 1)
-    # Belt around the item's box. The detected box already carries a 1-2 px halo. With bicubic enlarging,
-    # 4 px changed nothing for the shipped model (mean KL to its output on the photo 0.143 either way, 800
-    # training photos on the simulated belt) and cost 4 points for another student: none by default.
+    # Belt around the item's box. The detected box already carries a 1-2 px halo. 4 px more moved the shipped
+    # model's output on the crop away from its output on the photo (mean KL 0.123 -> 0.132, 800 training
+    # photos on the simulated belt, scripts/belt_crops.py --padding 4) and cost another student 4 points on
+    # the validation belt: none by default.
     crop_padding_px: int = Field(0, ge=0)
     # Decide from several crops of the item, all taken while it lies fully inside the region, combined
     # by the mean of their log-probabilities. 1 = the first full view only.

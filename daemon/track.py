@@ -2,9 +2,11 @@
 
 A track's position is predicted as ``x + belt_speed_px_s * dt`` and matched to
 the nearest detection. Each track is handed out for classification exactly
-once: on its first view fully inside the region that follows a view fully inside
-and is no larger than it (an item coloured like the belt enters piece by piece,
-and its first piece away from the entry edge is not yet the item), or - for an item that never
+once: on its first whole view - fully inside the region after a frame in which
+it was already fully inside, no larger than then, and ``entry_clearance_px`` clear
+of the entry edge - cropped by its extent (its last few views moved on with the
+belt and joined): an item coloured like the belt enters piece by piece, and its
+first piece away from the entry edge is not yet the item. Or - for an item that never
 fits - with its largest view as soon as it reaches the downstream edge (its view
 only shrinks from there, and waiting for it to vanish would add frames of latency).
 
@@ -265,13 +267,12 @@ class BeltTracker:
     def _observe(self, tr: Track, region: np.ndarray, ready: list[ReadyItem], t: float) -> None:
         if tr.classified:
             return
-        d = tr.det
+        d, ext = tr.det, tr.extent
         inside = self._inside(d)
-        whole = tr.settled and tr.extent is not None and self._inside(tr.extent)
-        if inside and whole and tr.extent.x >= self.settings.entry_clearance_px:  # type: ignore[union-attr]
+        if inside and tr.settled and ext is not None and self._inside(ext) and ext.x >= self.settings.entry_clearance_px:
             last = tr.views[-1] if tr.views else None
             if last is None or (t > last.t_belt and self.speed_px_s * (t - last.t_belt) >= self.view_spacing_px):
-                d = tr.extent
+                d = ext
                 crop = self._crop(region, d)
                 tr.views.append(View(crop if self.views == 1 else crop.copy(), d, tr.t_capture, tr.frame_index, t))
         if tr.views:

@@ -81,7 +81,7 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
 # A belt crop is usually smaller than the network input, while training views are cut from larger photos
 # and only ever shrunk. Bicubic enlarging keeps more of the edges than bilinear: on 800 training photos
 # put on the simulated belt, the model's output on the crop moved closer to its output on the photo
-# (mean KL 0.177 -> 0.143; scripts/belt_crops.py, docs/results.md).
+# (mean KL 0.177 -> 0.123; scripts/belt_crops.py, docs/results.md).
 UPSCALE = cv2.INTER_CUBIC
 
 

@@ -189,9 +189,7 @@ BELT_DARK = Path(__file__).parent / "data" / "belt_dark" / "metal196.jpg"
 
 
 def iou(a: Detection, b: Detection) -> float:
-    iw = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
-    ih = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
-    inter = max(iw, 0) * max(ih, 0)
+    inter = BeltTracker._overlap(a, b)
     return inter / (a.w * a.h + b.w * b.h - inter)
 
 
