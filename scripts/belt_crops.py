@@ -7,7 +7,7 @@ without labels, against the model's own output on the photo (agreement and mean 
 that the training photos can be used to choose a crop without touching the validation photos.
 Prints one JSON object; ``--per-item FILE`` also writes one line per item.
 
-    .venv/bin/python scripts/belt_crops.py [--part val|train] [--limit N] [--model CHECKPOINT]
+    .venv/bin/python scripts/belt_crops.py [--part val|train] [--limit N] [--textured] [--model CHECKPOINT]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from daemon.classify import load_model
-from daemon.conveyor_sim import SimItem, SimVideo, render_conveyor
+from daemon.conveyor_sim import BeltStyle, SimItem, SimVideo, render_conveyor
 from daemon.detect import BeltDetector, Detection
 from daemon.settings import ClassifySettings, load_settings
 from daemon.track import BeltTracker, ReadyItem
@@ -85,12 +85,14 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=0, help="at most this many photos (a fixed random subset; 0: all)")
     p.add_argument("--padding", type=int, default=ClassifySettings.model_fields["crop_padding_px"].default,
                    help="classify.crop_padding_px")
+    p.add_argument("--textured", action="store_true", help="a harder belt: blotchy texture, light drifting by +-12%%")
     p.add_argument("--per-item", type=Path, default=None, help="write one JSON line per item here")
     args = p.parse_args()
     clf = load_model(ClassifySettings(model_path=args.model))  # type: ignore[arg-type]
     photos = split_photos(args.split, args.part, args.limit)
     with tempfile.TemporaryDirectory() as tmp:
-        video = render_conveyor(Path(tmp) / "belt.avi", photos, len(photos), seed=3 if args.part == "train" else 0)
+        style = BeltStyle(texture=12, drift=0.12) if args.textured else BeltStyle()
+        video = render_conveyor(Path(tmp) / "belt.avi", photos, len(photos), seed=3 if args.part == "train" else 0, style=style)
         ready = handed_out(video, args.padding)
     by_source = {(label, path.name): path for label, path in photos}
     items = []
@@ -122,7 +124,7 @@ def main() -> None:
     ious = np.array([iou(r.det, true_box(video, it, r.frame_index)) for r, _, it, _ in items])
     found = sorted(it.index for _, _, it, _ in items)
     summary = {
-        "photos": len(photos), "part": args.part, "padding_px": args.padding, "handed_out": len(items),
+        "photos": len(photos), "part": args.part, "textured": args.textured, "padding_px": args.padding, "handed_out": len(items),
         "items_decided_twice": len(found) - len(set(found)), "items_never_decided": len(photos) - len(set(found)),
         "partial": sum(r.partial for r, _, _, _ in items),
         "box_iou": {"mean": round(float(ious.mean()), 3), "below_0.9": int((ious < 0.9).sum())},
