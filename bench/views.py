@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 Samples = list[tuple[str, Path]]
 
 
-def belt_photos(source: Path | None) -> Samples:
+def belt_photos(source: Path | None, part: str = "val") -> Samples:
     """(label, photo) pairs to put on the belt: the bundled samples (None), an ImageFolder
-    (one folder per class), or the validation part of a training split file (split.json), so
-    that the belt is measured on photos no model was trained on, hundreds rather than 24."""
+    (one folder per class), or one part (default: the validation part) of a training split file
+    (split.json), so that the belt is measured on photos no model was trained on, hundreds rather than 24."""
     from daemon.conveyor_sim import load_samples
 
     if source is None:
@@ -35,12 +35,12 @@ def belt_photos(source: Path | None) -> Samples:
     try:
         split = json.loads(source.read_text())
         root, names = Path(split["root"]), split["class_names"]
-        photos = [(names[label], root / rel) for rel, label in split["val"]]
+        photos = [(names[label], root / rel) for rel, label in split[part]]
     except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise ValueError(f"--photos {source}: not a split file with root, class_names and val ({exc})") from exc
+        raise ValueError(f"--photos {source}: not a split file with root, class_names and {part} ({exc})") from exc
     missing = [str(p) for _, p in photos if not p.is_file()]
     if missing or not photos:
-        raise FileNotFoundError(f"--photos {source}: {len(missing)} of {len(photos)} validation photos are missing (first: {missing[:1]})")
+        raise FileNotFoundError(f"--photos {source}: {len(missing)} of {len(photos)} {part} photos are missing (first: {missing[:1]})")
     return photos
 
 

@@ -22,6 +22,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from bench.views import belt_photos
 from daemon.classify import load_model
 from daemon.conveyor_sim import BeltStyle, SimItem, SimVideo, render_conveyor
 from daemon.detect import BeltDetector, Detection
@@ -46,9 +47,7 @@ def cut(region: np.ndarray, d: Detection) -> np.ndarray:
 
 def split_photos(split_file: Path, part: str, limit: int) -> list[tuple[str, Path]]:
     """(label, photo) of one part of a split; a fixed random subset of ``limit`` photos when limit > 0."""
-    split = json.loads(split_file.read_text())
-    root, names = Path(split["root"]), split["class_names"]
-    photos = [(names[label], root / rel) for rel, label in split[part]]
+    photos = belt_photos(split_file, part)
     if limit > 0:
         random.Random(1).shuffle(photos)
         photos = photos[:limit]
