@@ -258,11 +258,9 @@ class BeltTracker:
         ``t`` and joined, so an item the detector sees in different pieces from frame to frame (dark,
         belt-coloured parts) is still cropped whole."""
         tr.recent.append((view, t))
-        moved = [Detection(round(v.x + self.speed_px_s * (t - tv)), v.y, v.w, v.h, v.area) for v, tv in tr.recent]
-        x0 = max(0, min(v.x for v in moved))
-        x1 = min(self.region_width, max(v.x + v.w for v in moved))
-        y0, y1 = min(v.y for v in moved), max(v.y + v.h for v in moved)
-        tr.extent = Detection(x0, y0, max(1, x1 - x0), y1 - y0, view.area)
+        joined = self._union([Detection(round(v.x + self.speed_px_s * (t - tv)), v.y, v.w, v.h, v.area) for v, tv in tr.recent])
+        x0, x1 = max(0, joined.x), min(self.region_width, joined.x + joined.w)  # moved views may run past the exit
+        tr.extent = Detection(x0, joined.y, max(1, x1 - x0), joined.h, view.area)
 
     def _observe(self, tr: Track, region: np.ndarray, ready: list[ReadyItem], t: float) -> None:
         if tr.classified:
