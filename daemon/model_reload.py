@@ -47,10 +47,10 @@ def file_checksum(path: Path) -> str:
 def build_onnx(path: Path, backend: str) -> bytes:
     """The exported (and for onnx-int8 quantised) network of a checkpoint, built in this process."""
     from model.checkpoint import load_checkpoint
-    from model.inference import InferenceNet, export_onnx_bytes, quantize_onnx_int8
+    from model.inference import export_onnx_bytes, inference_net, quantize_onnx_int8
 
     ckpt = load_checkpoint(path)
-    raw = export_onnx_bytes(InferenceNet(ckpt.build_model()), ckpt.preprocess)
+    raw = export_onnx_bytes(inference_net(ckpt), ckpt.preprocess)
     return quantize_onnx_int8(raw) if backend == "onnx-int8" else raw
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .checkpoint import StudentCheckpoint, load_checkpoint
+from .descriptor import FEATURES_IMAGENET, ImageNetDescriptor, descriptor_for, feature_source
 from .preprocess import PreprocessConfig, preprocess_bgr
 from .student import DistilledViT, inference_logits
 from .unknown import prepare_params, softmax, unknown_scores
@@ -40,16 +41,34 @@ class Prediction:
 
 
 class InferenceNet(nn.Module):
-    """What is exported and run: image batch -> (averaged logits, class-token feature)."""
+    """What is exported and run: image batch -> (averaged logits, the unknown-item scorer's
+    features). Those are the class token's, or with a `descriptor` (model/descriptor.py) the
+    ImageNet description computed from the same stem output."""
 
-    def __init__(self, student: DistilledViT) -> None:
+    def __init__(self, student: DistilledViT, descriptor: ImageNetDescriptor | None = None) -> None:
         super().__init__()
         self.student = student.eval()
+        self.descriptor = descriptor
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cls_feat, dist_feat = self.student.forward_features(x)
+        if self.descriptor is None:
+            cls_feat, dist_feat = self.student.forward_features(x)
+            feat = cls_feat
+        else:
+            grid = self.student.patch_embed.cnn(x)
+            cls_feat, dist_feat = self.student.features_from_stem(grid)
+            feat = self.descriptor(grid)
         logits = inference_logits((self.student.head(cls_feat), self.student.head_dist(dist_feat)))
-        return logits, cls_feat
+        return logits, feat
+
+
+def inference_net(ckpt: StudentCheckpoint) -> InferenceNet:
+    """The network a checkpoint runs: with the ImageNet descriptor when its unknown-item scorer
+    reads it (the descriptor's weights come from the Lite package, not the checkpoint)."""
+    model = ckpt.build_model()
+    if feature_source(ckpt.unknown) == FEATURES_IMAGENET:
+        return InferenceNet(model, descriptor_for(model.cfg))
+    return InferenceNet(model)
 
 
 class _Runner(Protocol):
@@ -179,7 +198,7 @@ def load_classifier(path: str | Path | None = None, backend: Backend = "torch", 
         ckpt = read_onnx_metadata(path)
         return Classifier(ckpt, OnnxRunner(str(path), threads), "onnx")
     ckpt = load_checkpoint(path)
-    net = InferenceNet(ckpt.build_model())
+    net = inference_net(ckpt)
     if backend == "torch":
         if threads:
             torch.set_num_threads(threads)
@@ -229,7 +248,7 @@ def export_onnx_file(checkpoint_path: str | Path, out_path: str | Path) -> Path:
     import onnx
 
     ckpt = load_checkpoint(checkpoint_path)
-    raw = export_onnx_bytes(InferenceNet(ckpt.build_model()), ckpt.preprocess)
+    raw = export_onnx_bytes(inference_net(ckpt), ckpt.preprocess)
     model = onnx.load_from_string(raw)
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_META_KEY, onnx_metadata(ckpt)

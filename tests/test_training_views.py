@@ -162,3 +162,18 @@ def test_frozen_stem_distillation_trains_from_stored_stem_outputs(image_folder: 
     (run / "stem_features.json").write_text(json.dumps({**info, "stem_signature": "0" * 16}))
     assert train_main(["distill", *args, "--out", str(run / "other.pt")]) == 2
     assert StudentConfig.from_dict(info["student_config"]).grid_size == (4, 3)
+    # the ImageNet stem instead of the teacher's: stored by a stem-only pass, taken over untouched by
+    # distill, so the unknown-item descriptor (model/descriptor.py) can continue it
+    from model.descriptor import stem_is_imagenet
+
+    (run / "stem_features.json").write_text(json.dumps(info))
+    imagenet = run / "stem_imagenet.npy"
+    assert train_main(["teacher-cache", *common, "--views", "2", "--student-config", str(cfg_file), "--stem-only", "--stem-source", "imagenet", "--stem-out", str(imagenet)]) == 0
+    assert json.loads(imagenet.with_suffix(".json").read_text())["stem_source"] == "imagenet"
+    assert not np.array_equal(np.load(imagenet), np.load(run / "stem_features.npy"))
+    args = [*common, "--views", str(run / "views.npz"), "--stem-features", str(imagenet), "--config", str(cfg_file), "--epochs", "1", "--batch-size", "8"]
+    assert train_main(["distill", *args, "--out", str(run / "imagenet_stem.pt")]) == 0
+    model = load_checkpoint(run / "imagenet_stem.pt").build_model()
+    assert stem_is_imagenet(model) and not torch.equal(model.patch_embed.cnn.conv_stem.weight, teacher.conv_stem.weight)
+    assert train_main(["unknown-fit", "--checkpoint", str(run / "imagenet_stem.pt"), "--split", str(run / "split.json"), "--method", "mahalanobis", "--features", "imagenet"]) == 0
+    assert load_checkpoint(run / "imagenet_stem.pt").unknown["features"] == "imagenet"

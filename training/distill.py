@@ -30,7 +30,7 @@ from model.unknown import METHODS
 from .augment import belt_augmentation
 from .data import CachedImageDataset, get_split
 from .loop import JsonlLog, TrainState, Timer, class_weights, load_state, make_loader, param_groups, predict_logits, save_state, seed_everything, train_epoch, warmup_cosine
-from .student_init import EpochViews, FromStem, cached_view_dataset, check_stem_features, copy_stem_from_teacher, freeze_stem, stem_feature_dataset, student_preprocess
+from .student_init import EpochViews, FromStem, cached_view_dataset, copy_stem_from_teacher, freeze_stem, stem_feature_dataset, stem_for_features, student_preprocess
 from .teacher_train import accuracy, camera_loader, evaluation_loaders, load_teacher
 from .feature_distill import FeatureHead, FromStemWithFeatures, WithFeatureTargets, feature_loss, load_feature_targets
 from .view_cache import ViewCache
@@ -158,9 +158,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         if args.views is None:
             raise ValueError("--stem-features goes with --views (the teacher's logits for the same views)")
         teacher_path = Path(ViewCache.load(args.views).teacher)
-        copy_stem_from_teacher(model, teacher_path)  # the stored outputs are of this very stem, frozen
+        stem_for_features(model, args.stem_features, teacher_path)  # the stored outputs are of this very stem, frozen
         args.freeze_stem_stages = model.cfg.stem_stages
-        check_stem_features(args.stem_features, model)
         train_ds = stem_feature_dataset(args.views, args.stem_features, train, names)
         if args.imagenet_features is not None:
             stream = train_ds.views

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from model.checkpoint import StudentCheckpoint, load_checkpoint, save_checkpoint
+from model.descriptor import FEATURES_IMAGENET, feature_source
 from model.loss import DistillationLoss
 from model.student import DistilledViT
 from model.unknown import METHODS
@@ -37,6 +38,7 @@ from .loop import class_weights, make_loader, predict_logits, resolve_device, se
 from .metrics import fit_temperature
 from .review import confirmed_files
 from .teacher_train import load_teacher
+from .student_init import freeze_stem
 from .unknown_fit import fit_for_model
 
 log = logging.getLogger(__name__)
@@ -221,6 +223,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = model.to(device)
     for p in model.affine_parameters():
         p.requires_grad_(False)
+    features = feature_source(ckpt.unknown)
+    if features == FEATURES_IMAGENET:  # the unknown-item descriptor continues this very stem: it must not move
+        freeze_stem(model, model.cfg.stem_stages)
     model.set_feature_affine(args.method == "fwt")
     opt, sched = optimiser_and_schedule(model, args.lr, args.epochs, len(train_dl))
     weights = class_weights(train_ds.labels, len(names)).to(device)
@@ -240,7 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     method = args.unknown_method or (ckpt.unknown or {}).get("method", "msp")
     val_dl = make_loader(CachedImageDataset(site_val + base_val, pre), 64, False)
     unknown = fit_for_model(model, make_loader(CachedImageDataset(site_train + base_train, pre), 64, False), val_dl,
-                            device, temperature, method)
+                            device, temperature, method, features)
     report = {
         "site_val_accuracy_before": site_before, "site_val_accuracy_after": site_after,
         "base_val_accuracy_before": base_before, "base_val_accuracy_after": base_after,

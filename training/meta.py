@@ -40,7 +40,7 @@ from model.config import LITE_STAGE_STRIDES
 
 from .augment import belt_augmentation
 from .loop import clip_and_step, param_groups
-from .student_init import check_stem_features, copy_stem_from_teacher, freeze_stem, student_preprocess
+from .student_init import copy_stem_from_teacher, freeze_stem, stem_for_features, student_preprocess
 from .view_cache import ViewCache
 from .view_data import StemFeatureViews
 from .data import CachedImageDataset, get_split
@@ -219,8 +219,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             raise ValueError("meta --stem-features goes with --views (the cache whose teacher made them)")
         cache = ViewCache.load(args.views)
         cache.check_matches(names, [s.path for s in train])
-        copy_stem_from_teacher(model, Path(cache.teacher))
-        check_stem_features(args.stem_features, model)
+        stem_for_features(model, args.stem_features, Path(cache.teacher))
         train_ds = RandomStoredView(StemFeatureViews(np.load(args.stem_features, mmap_mode="r"), [s.label for s in train], cache.logits), args.seed)
     else:
         train_ds = CachedImageDataset(train, pre, belt_augmentation(*cfg.image_size))

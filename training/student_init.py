@@ -73,6 +73,39 @@ def copy_stem_from_teacher(student: DistilledViT, teacher_path: Path) -> None:
     student.patch_embed.cnn.load_state_dict({k: source[k] for k in own})
 
 
+STEM_SOURCES = ("teacher", "imagenet")
+
+
+def set_stem(student: DistilledViT, source: str, teacher_path: Path) -> None:
+    """Give the student's CNN stem its weights: the fine-tuned teacher's first stages ("teacher"),
+    or the ImageNet-pretrained network's, untouched ("imagenet": what the unknown-item descriptor
+    continues, model/descriptor.py)."""
+    if source == "teacher":
+        copy_stem_from_teacher(student, teacher_path)
+        return
+    if source != "imagenet":
+        raise ValueError(f"stem source {source!r} is not one of {', '.join(STEM_SOURCES)}")
+    if not isinstance(student.patch_embed, ConvStemEmbedding):
+        raise ValueError("an ImageNet stem needs a student with a CNN stem (StudentConfig.stem)")
+    from model.efficientnet_lite import LiteStem
+
+    student.patch_embed.cnn.load_state_dict(LiteStem(student.cfg.stem, student.cfg.stem_stages, pretrained=True).state_dict())
+
+
+def stem_source_of(features_path: Path) -> str:
+    """Which stem made stored stem outputs (records from before the choice existed: the teacher's)."""
+    info_path = features_path.with_suffix(".json")
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path} (the record of how {features_path.name} was made) is missing")
+    return str(json.loads(info_path.read_text()).get("stem_source", "teacher"))
+
+
+def stem_for_features(student: DistilledViT, features_path: Path, teacher_path: Path) -> None:
+    """The very stem whose outputs `features_path` stores, checked by its weights' hash."""
+    set_stem(student, stem_source_of(features_path), teacher_path)
+    check_stem_features(features_path, student)
+
+
 def freeze_stem(student: DistilledViT, stages: int) -> None:
     """Fix the stem convolution and its first `stages` stages; the stem's batch-norm statistics
     stay fixed throughout (the student's train and eval modes then compute the same stem)."""

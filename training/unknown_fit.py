@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from model.descriptor import FEATURE_SOURCES, FEATURES_CLASS_TOKEN, FEATURES_IMAGENET, ImageNetDescriptor, descriptor_for, stem_is_imagenet
 from model.inference import InferenceNet
 from model.student import DistilledViT
 from model.unknown import METHODS, raw_scores
@@ -24,8 +25,9 @@ KNN_BANK_PER_CLASS = 100  # training features kept per class: the bank travels i
 
 
 @torch.no_grad()
-def logits_and_features(model: DistilledViT, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    net = InferenceNet(model.eval())
+def logits_and_features(model: DistilledViT, loader: DataLoader, device: torch.device, descriptor: ImageNetDescriptor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits and the scorer's features (the class token's, or the descriptor's) of every item."""
+    net = InferenceNet(model.eval(), descriptor.to(device) if descriptor is not None else None)
     ls, fs, ys = [], [], []
     for x, y in loader:
         logits, feat = net(x.to(device))
@@ -75,12 +77,30 @@ def fit_scorer(method: str, val_logits: np.ndarray, val_features: np.ndarray, pa
     return params
 
 
-def fit_for_model(model: DistilledViT, train_loader: DataLoader, val_loader: DataLoader, device: torch.device, temperature: float, method: str) -> dict[str, Any]:
+def scorer_descriptor(model: DistilledViT, features: str) -> ImageNetDescriptor | None:
+    """The descriptor a scorer on `features` needs (None for the class token), refused on a stem
+    that is not ImageNet's own."""
+    if features == FEATURES_CLASS_TOKEN:
+        return None
+    if features != FEATURES_IMAGENET:
+        raise ValueError(f"unknown-item features {features!r} are not one of {', '.join(FEATURE_SOURCES)}")
+    if not stem_is_imagenet(model):
+        raise ValueError("the ImageNet descriptor continues the ImageNet network's own stem, and this student's stem holds other "
+                         "weights (the fine-tuned teacher's): train it from stem outputs made with teacher-cache --stem-source imagenet, "
+                         "or fit the scorer on the class token")
+    return descriptor_for(model.cfg)
+
+
+def fit_for_model(model: DistilledViT, train_loader: DataLoader, val_loader: DataLoader, device: torch.device, temperature: float, method: str,
+                  features: str = FEATURES_CLASS_TOKEN) -> dict[str, Any]:
     """A trained model's scorer: what it needs from the unaugmented training images, its logistic
-    from the validation images (the end of `distill`, and `unknown-fit` for a finished checkpoint)."""
-    _, train_f, train_y = logits_and_features(model, train_loader, device)
-    val_l, val_f, _ = logits_and_features(model, val_loader, device)
-    return fit_scorer(method, val_l, val_f, feature_params(method, train_f, train_y, model.cfg.num_classes), temperature)
+    from the validation images (the end of `distill`, and `unknown-fit` for a finished checkpoint).
+    `features` says what the distance scorers measure: the class token or the ImageNet descriptor."""
+    descriptor = scorer_descriptor(model, features)
+    _, train_f, train_y = logits_and_features(model, train_loader, device, descriptor)
+    val_l, val_f, _ = logits_and_features(model, val_loader, device, descriptor)
+    params = fit_scorer(method, val_l, val_f, feature_params(method, train_f, train_y, model.cfg.num_classes), temperature)
+    return {**params, "features": features}
 
 
 def auroc(known: np.ndarray, unknown: np.ndarray) -> float:

@@ -30,7 +30,7 @@ from .data import Sample
 from .distill import optimiser_and_schedule, run_epoch
 from .feature_distill import FeatureHead, FromStemWithFeatures, WithFeatureTargets, load_feature_targets
 from .loop import make_loader
-from .student_init import EpochViews, FromStem, check_stem_features, copy_stem_from_teacher, freeze_stem
+from .student_init import EpochViews, FromStem, freeze_stem, stem_for_features
 from .view_cache import ViewCache
 from .view_data import StemFeatureViews
 
@@ -69,8 +69,7 @@ def train_known(args: argparse.Namespace, train: list[Sample], names: list[str],
     keep = [c for c in range(len(names)) if c != held]
     new_label = {c: i for i, c in enumerate(keep)}
     student = DistilledViT(_config(args.stem_features, len(keep)))
-    copy_stem_from_teacher(student, Path(cache.teacher))
-    check_stem_features(args.stem_features, student)
+    stem_for_features(student, args.stem_features, Path(cache.teacher))
     stream: Dataset = StemFeatureViews(np.load(args.stem_features, mmap_mode="r"), [s.label for s in train], cache.logits)
     head = None
     if args.imagenet_features is not None:

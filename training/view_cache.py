@@ -114,11 +114,11 @@ def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module
     from model.config import StudentConfig
     from model.student import DistilledViT
 
-    from .student_init import copy_stem_from_teacher, stem_signature, student_preprocess
+    from .student_init import set_stem, stem_signature, student_preprocess
 
     cfg = StudentConfig.from_dict({**json.loads(args.student_config.read_text()), "num_classes": len(names), "stem_pretrained": False})
     student = DistilledViT(cfg)
-    copy_stem_from_teacher(student, teacher_path)
+    set_stem(student, args.stem_source, teacher_path)
     stem = student.patch_embed.cnn.eval().to(device, memory_format=torch.channels_last)  # type: ignore[union-attr]
     n, k = seeds.shape
     rows, cols = cfg.grid_size
@@ -144,7 +144,7 @@ def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module
     tmp.replace(path)
     if imagenet is not None:
         imagenet.close()
-    path.with_suffix(".json").write_text(json.dumps({"student_config": cfg.to_dict(), "stem_signature": stem_signature(student), "teacher": str(teacher_path), "shape": [n, k, stem.out_channels, rows, cols], "camera_degradation": dataclasses.asdict(camera) if camera is not None else None, "paste_share": policy.p_paste}, indent=1))
+    path.with_suffix(".json").write_text(json.dumps({"student_config": cfg.to_dict(), "stem_signature": stem_signature(student), "stem_source": args.stem_source, "teacher": str(teacher_path), "shape": [n, k, stem.out_channels, rows, cols], "camera_degradation": dataclasses.asdict(camera) if camera is not None else None, "paste_share": policy.p_paste}, indent=1))
     return torch.cat(logits).numpy() if teacher is not None else None
 
 
@@ -199,6 +199,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge-with", type=Path, default=None, help="an existing cache of the same views (same split, --views and --seed): this pass's teacher predictions are averaged into its targets, weighted by teacher count, and the result written to --out; its stem outputs and ImageNet features stay valid. Adds a teacher to an ensemble without rerunning the others")
     p.add_argument("--flip-average", action="store_true", help="store the teacher's prediction averaged over each view and its mirror image (log probabilities) instead of its plain logits")
     p.add_argument("--stem-only", action="store_true", help="with --student-config: reuse the views and teacher logits of an existing cache (--out) and only store this student's stem outputs of those views (another input size, another stem depth)")
+    p.add_argument("--stem-source", choices=("teacher", "imagenet"), default="teacher", help="with --student-config: the student's stem is the fine-tuned teacher's first stages (default) or the ImageNet network's, untouched (the unknown-item descriptor continues that one: model/descriptor.py)")
     p.add_argument("--camera-degrade", type=float, default=0.0, help="with --student-config: this share of the student's views (stem outputs) is degraded as a belt camera would (downscaled, JPEG quality 30-95: training.camera_degrade); the teacher's targets stay those of the clean view")
     p.add_argument("--stem-out", type=Path, default=None, help="where the stem outputs go (default run_dir/stem_features.npy; a .json record beside it)")
     p.add_argument("--imagenet-features", action="store_true", help="with --student-config: also store the ImageNet-pretrained network's penultimate features of every view (run_dir/imagenet_features.npy), the target of distill --imagenet-features")
