@@ -28,17 +28,22 @@ FEATURE_SOURCES = (FEATURES_CLASS_TOKEN, FEATURES_IMAGENET)
 
 
 class ImageNetDescriptor(nn.Module):
-    """Stem output (B, C, rows, cols) -> (B, D): the ImageNet network's stages after the stem,
-    averaged over the grid. Frozen and always in eval mode (ImageNet's batch-norm statistics)."""
+    """Stem output (B, C, rows, cols) -> (B, D): the ImageNet network's next `blocks` blocks after
+    the stem (None: every remaining block, up to the last stage), averaged over the grid. Frozen
+    and always in eval mode (ImageNet's batch-norm statistics). Fewer blocks cost less and
+    separate less (docs/results.md, "Unknown items, third attempt")."""
 
-    def __init__(self, variant: str, from_stage: int) -> None:
+    def __init__(self, variant: str, from_stage: int, blocks: int | None = None) -> None:
         super().__init__()
         from .efficientnet_lite import build_lite
 
         full = build_lite(variant, 1000, pretrained=True)
         if not 1 <= from_stage < len(full.blocks):
             raise ValueError(f"the descriptor continues after stage {from_stage}; {variant} has stages 1..{len(full.blocks)}")
-        self.blocks = nn.Sequential(*list(full.blocks)[from_stage:])
+        remaining = [block for stage in list(full.blocks)[from_stage:] for block in stage]
+        if blocks is not None and not 1 <= blocks <= len(remaining):
+            raise ValueError(f"the descriptor takes 1..{len(remaining)} blocks after stage {from_stage} of {variant}, got {blocks}")
+        self.blocks = nn.Sequential(*remaining[: blocks or len(remaining)])
         self.requires_grad_(False)
         self.eval()
 
@@ -49,11 +54,11 @@ class ImageNetDescriptor(nn.Module):
         return self.blocks(grid).mean(dim=(2, 3))
 
 
-def descriptor_for(cfg: StudentConfig) -> ImageNetDescriptor:
-    """The descriptor that continues this student's stem."""
+def descriptor_for(cfg: StudentConfig, blocks: int | None = None) -> ImageNetDescriptor:
+    """The descriptor that continues this student's stem (`blocks`: as ImageNetDescriptor)."""
     if cfg.stem == "linear":
         raise ValueError("the ImageNet descriptor continues a CNN stem; this student has a linear patch embedding")
-    return ImageNetDescriptor(cfg.stem, cfg.stem_stages)
+    return ImageNetDescriptor(cfg.stem, cfg.stem_stages, blocks)
 
 
 def stem_is_imagenet(student: nn.Module) -> bool:

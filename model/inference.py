@@ -67,7 +67,7 @@ def inference_net(ckpt: StudentCheckpoint) -> InferenceNet:
     reads it (the descriptor's weights come from the Lite package, not the checkpoint)."""
     model = ckpt.build_model()
     if feature_source(ckpt.unknown) == FEATURES_IMAGENET:
-        return InferenceNet(model, descriptor_for(model.cfg))
+        return InferenceNet(model, descriptor_for(model.cfg, (ckpt.unknown or {}).get("descriptor_blocks")))
     return InferenceNet(model)
 
 

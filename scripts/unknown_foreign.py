@@ -41,7 +41,7 @@ from model.unknown import METHODS, prepare_params, raw_scores, softmax, unknown_
 from training.cutout import MaskStore
 from training.data import CachedImageDataset, load_split
 from training.loop import make_loader
-from training.unknown_fit import auroc, feature_params, logits_and_features, rejected_at_keep, scorer_descriptor
+from training.unknown_fit import auroc, feature_params, logits_and_features, mahalanobis_params, rejected_at_keep, scorer_descriptor
 from training.unknown_refit import VIEW_SEED
 from training.view_data import SeededViews, load_photos, to_input, view_seeds
 from training.views import ViewPolicy, render_view
@@ -160,6 +160,23 @@ def scorer_row(known: np.ndarray, foreign: np.ndarray, groups: np.ndarray) -> di
     return row
 
 
+def leave_one_class_out(train_f: np.ndarray, train_y: np.ndarray, n_photos: int, val_f: np.ndarray, val_y: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Per TrashNet class: Mahalanobis fitted on the other classes' training features (photos and
+    views), threshold at 95% of their validation photos kept; the held-out class's photos
+    (training and validation, as they are) are the unknowns."""
+    out: dict[str, Any] = {}
+    for c, name in enumerate(names):
+        keep = train_y != c
+        labels = np.searchsorted(np.array([k for k in range(len(names)) if k != c]), train_y[keep])
+        prm = {"method": "mahalanobis", **prepare_params(mahalanobis_params(train_f[keep], labels, len(names) - 1))}
+        held = np.concatenate([train_f[:n_photos][train_y[:n_photos] == c], val_f[val_y == c]])
+        known = raw_scores("mahalanobis", None, val_f[val_y != c], prm, 1.0)  # type: ignore[arg-type]
+        unknown = raw_scores("mahalanobis", None, held, prm, 1.0)  # type: ignore[arg-type]
+        out[name] = {"images": len(held), "rejected@95": round(rejected_at_keep(known, unknown), 3), "auroc": round(auroc(known, unknown), 3)}
+    out["mean"] = {k: round(float(np.mean([v[k] for v in out.values()])), 3) for k in ("rejected@95", "auroc")}
+    return out
+
+
 @torch.no_grad()
 def imagenet_outputs(net: torch.nn.Module, ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(1000-way logits, penultimate features, labels) of the pretrained network."""
@@ -220,6 +237,7 @@ def main() -> None:
     p.add_argument("--teacher", type=Path, default=None, help="also score a fine-tuned teacher by maximum softmax")
     p.add_argument("--refit-views", type=int, default=2, help="rank every scorer with features of the training photos plus this many rendered views each (as the shipped rule was fitted)")
     p.add_argument("--imagenet", action="store_true", help="also score with the ImageNet-pretrained Lite0 itself (its 1,280 features and its 1,000-way softmax): what feature distillation could at best hand the student")
+    p.add_argument("--loco", action="store_true", help="also hold each TrashNet class out of the Mahalanobis fit and score its photos against the other classes' validation photos; honest only for features no training has seen the class through (the ImageNet descriptor), so the class-token table stays unknown-eval's")
     p.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
     args = p.parse_args()
     root = Path(json.loads(args.split.read_text())["root"])
@@ -241,7 +259,7 @@ def main() -> None:
         model = ckpt.build_model().eval()
         params = prepare_params(ckpt.unknown)
         features = args.features or feature_source(ckpt.unknown)
-        descriptor = scorer_descriptor(model, features)  # what the stored rule (and every distance scorer here) measures
+        descriptor = scorer_descriptor(model, features, (ckpt.unknown or {}).get("descriptor_blocks"))  # what the stored rule (and every distance scorer here) measures
         fit_sets: list[Dataset] = [CachedImageDataset(train, ckpt.preprocess)]
         if args.refit_views:
             fit_sets.append(SeededViews(load_photos(train, TEACHER_INPUTS[DEFAULT_TEACHER].size, MaskStore(args.masks)), view_seeds(len(train), args.refit_views, VIEW_SEED), ckpt.preprocess))
@@ -261,6 +279,9 @@ def main() -> None:
                 row[m] = scorer_row(raw_scores(m, kl, kf, prm, ckpt.temperature), raw_scores(m, fl, ff, prm, ckpt.temperature), groups)
             rows.append(row)
             print(json.dumps(row))
+            if condition == "board" and args.loco:
+                rows.append({"checkpoint": str(path), "features": features, "leave_one_class_out": leave_one_class_out(train_f, train_y, len(train), kf, np.array(photos.labels), names)})
+                print(json.dumps(rows[-1]))
     if args.teacher is not None:
         net, spec, _ = teacher_from_payload(torch.load(args.teacher, map_location="cpu", weights_only=False), args.teacher)
         for condition, (kds, fds) in renderings(spec.preprocess).items():

@@ -40,6 +40,12 @@ def test_the_descriptor_is_the_imagenet_network_after_the_stem_frozen() -> None:
     assert not descriptor.training
     with pytest.raises(ValueError, match="continues after stage 7"):
         ImageNetDescriptor("efficientnet_lite0", 7)
+    first = ImageNetDescriptor("efficientnet_lite0", 5, blocks=1)  # the cheaper, shallower description
+    with torch.no_grad():
+        assert torch.allclose(first(stem(x)), full.blocks[5][0](stem(x)).mean(dim=(2, 3)), atol=1e-5)
+    assert len(descriptor.blocks) == 5  # stage 6 (four blocks) and stage 7 (one)
+    with pytest.raises(ValueError, match="takes 1..5 blocks"):
+        ImageNetDescriptor("efficientnet_lite0", 5, blocks=6)
 
 
 def test_the_stem_source_decides_whether_the_descriptor_applies(tmp_path: Path) -> None:
@@ -81,6 +87,14 @@ def test_unknown_fit_on_the_descriptor_and_both_backends_agree(image_folder: Pat
     for a, b in zip(torch_clf.predict(img), onnx_clf.predict(img)):  # the descriptor is inside the exported graph too
         assert a.label == b.label and a.unknown == pytest.approx(b.unknown, abs=1e-3)
     assert inference_net(fitted).descriptor is not None and inference_net(load_checkpoint(imagenet_stem)).descriptor is None
+    assert fitted.unknown["descriptor_blocks"] == 5
+    assert train_main([*args, "--checkpoint", str(imagenet_stem), "--descriptor-blocks", "1", "--out", str(tmp_path / "one.pt")]) == 0
+    one = load_checkpoint(tmp_path / "one.pt")
+    assert one.unknown["descriptor_blocks"] == 1 and np.asarray(one.unknown["means"]).shape == (len(names), 192)
+    a, b = load_classifier(tmp_path / "one.pt", "torch").predict(img), load_classifier(tmp_path / "one.pt", "onnx").predict(img)
+    assert [p.unknown for p in a] == pytest.approx([p.unknown for p in b], abs=1e-3)
+    assert train_main(["unknown-fit", "--split", str(split), "--method", "mahalanobis", "--checkpoint", str(imagenet_stem), "--descriptor-blocks", "1"]) == 2
+    assert "--descriptor-blocks goes with --features imagenet" in capsys.readouterr().err
 
     moved = DistilledViT(cfg).eval()
     with torch.no_grad():
