@@ -26,7 +26,7 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -43,7 +43,7 @@ from training.data import CachedImageDataset, load_split
 from training.loop import make_loader
 from training.unknown_fit import auroc, feature_params, logits_and_features, mahalanobis_params, rejected_at_keep, scorer_descriptor
 from training.unknown_refit import VIEW_SEED
-from training.view_data import SeededViews, load_photos, to_input, view_seeds
+from training.view_data import Photos, SeededViews, load_photos, to_input, view_seeds
 from training.views import ViewPolicy, render_view
 
 ON_BACKDROPS = ViewPolicy(p_paste=1.0, p_clutter=0.0)  # always cut out onto a synthetic surface, no neighbours
@@ -195,15 +195,11 @@ def imagenet_overlap(probs: np.ndarray, class_profiles: np.ndarray) -> np.ndarra
     return -np.log(np.maximum((probs @ class_profiles.T).max(axis=1), 1e-12))
 
 
-def imagenet_rows(conditions: dict[str, tuple[Dataset, Dataset]], train: list, args: argparse.Namespace, groups: np.ndarray) -> list[dict[str, Any]]:
+def imagenet_rows(conditions: dict[str, tuple[Dataset, Dataset]], fit_set: Callable[[PreprocessConfig], Dataset], groups: np.ndarray) -> list[dict[str, Any]]:
     from model.efficientnet_lite import build_lite
 
     net = build_lite(DEFAULT_TEACHER, 1000, pretrained=True).eval()
-    pre = TEACHER_INPUTS[DEFAULT_TEACHER]
-    fit_sets: list[Dataset] = [CachedImageDataset(train, pre)]
-    if args.refit_views:
-        fit_sets.append(SeededViews(load_photos(train, pre.size, MaskStore(args.masks)), view_seeds(len(train), args.refit_views, VIEW_SEED), pre))
-    train_l, train_f, train_y = imagenet_outputs(net, ConcatDataset(fit_sets))
+    train_l, train_f, train_y = imagenet_outputs(net, fit_set(TEACHER_INPUTS[DEFAULT_TEACHER]))
     n_classes = int(train_y.max()) + 1
     fitted = {m: {"method": m, **prepare_params(feature_params(m, train_f, train_y, n_classes))} for m in ("prototype", "mahalanobis", "knn")}  # type: ignore[dict-item]
     train_p = softmax(train_l)
@@ -251,6 +247,18 @@ def main() -> None:
     print(json.dumps({"known_items": len(known.images), "foreign_items": len(stamps), "foreign_renderings": len(foreign.images), "groups": {g: [s[0] for s in stamps].count(g) for g in sorted(set(groups.tolist()))}}))
     rows = []
 
+    train_photos: list[Photos] = []  # decoded once, on first use, for every network scored
+
+    def fit_set(pre: PreprocessConfig) -> Dataset:
+        """What the scorers are fitted on: the training photos, plus --refit-views rendered views
+        of each (as the shipped rule was fitted, training/unknown_refit.py)."""
+        sets: list[Dataset] = [CachedImageDataset(train, pre)]
+        if args.refit_views:
+            if not train_photos:
+                train_photos.append(load_photos(train, TEACHER_INPUTS[DEFAULT_TEACHER].size, MaskStore(args.masks)))
+            sets.append(SeededViews(train_photos[0], view_seeds(len(train), args.refit_views, VIEW_SEED), pre))
+        return ConcatDataset(sets)
+
     def renderings(pre: PreprocessConfig) -> dict[str, tuple[Dataset, Dataset]]:
         return {c: (Rendered(known, c, 11, pre), Rendered(foreign, c, 12, pre)) for c in ("board", "backdrops")}
 
@@ -260,10 +268,7 @@ def main() -> None:
         params = prepare_params(ckpt.unknown)
         features = args.features or feature_source(ckpt.unknown)
         descriptor = scorer_descriptor(model, features, (ckpt.unknown or {}).get("descriptor_blocks"))  # what the stored rule (and every distance scorer here) measures
-        fit_sets: list[Dataset] = [CachedImageDataset(train, ckpt.preprocess)]
-        if args.refit_views:
-            fit_sets.append(SeededViews(load_photos(train, TEACHER_INPUTS[DEFAULT_TEACHER].size, MaskStore(args.masks)), view_seeds(len(train), args.refit_views, VIEW_SEED), ckpt.preprocess))
-        _, train_f, train_y = logits_and_features(model, loader(ConcatDataset(fit_sets)), torch.device("cpu"), descriptor)
+        _, train_f, train_y = logits_and_features(model, loader(fit_set(ckpt.preprocess)), torch.device("cpu"), descriptor)
         fitted = {m: feature_params(m, train_f, train_y, len(names)) for m in METHODS}
         for condition, (kds, fds) in renderings(ckpt.preprocess).items():
             kl, kf, _ = logits_and_features(model, loader(kds), torch.device("cpu"), descriptor)
@@ -293,7 +298,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row))
     if args.imagenet:
-        rows += imagenet_rows(renderings(TEACHER_INPUTS[DEFAULT_TEACHER]), train, args, groups)
+        rows += imagenet_rows(renderings(TEACHER_INPUTS[DEFAULT_TEACHER]), fit_set, groups)
     if args.out is not None:
         args.out.write_text(json.dumps(rows, indent=1))
 

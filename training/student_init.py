@@ -15,7 +15,7 @@ from model.preprocess import PreprocessConfig
 from model.student import ConvStemEmbedding, DistilledViT
 
 from .data import Sample
-from .view_cache import ViewCache, teacher_spec_pre
+from .view_cache import STEM_SOURCES, ViewCache, teacher_spec_pre
 from .view_data import SeededViews, StemFeatureViews, load_photos, mask_store_for
 
 
@@ -71,9 +71,6 @@ def copy_stem_from_teacher(student: DistilledViT, teacher_path: Path) -> None:
     if missing:
         raise ValueError(f"teacher {teacher_path} lacks stem weights {missing[:3]}...")
     student.patch_embed.cnn.load_state_dict({k: source[k] for k in own})
-
-
-STEM_SOURCES = ("teacher", "imagenet")
 
 
 def set_stem(student: DistilledViT, source: str, teacher_path: Path) -> None:

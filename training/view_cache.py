@@ -179,6 +179,7 @@ class ImageNetFeatureWriter:
 
 
 IMAGENET_FEATURES = "imagenet_features.npy"
+STEM_SOURCES = ("teacher", "imagenet")  # where a student's frozen stem comes from (training.student_init.set_stem)
 
 
 def teacher_spec_pre(teacher_path: Path) -> PreprocessConfig:
@@ -199,7 +200,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge-with", type=Path, default=None, help="an existing cache of the same views (same split, --views and --seed): this pass's teacher predictions are averaged into its targets, weighted by teacher count, and the result written to --out; its stem outputs and ImageNet features stay valid. Adds a teacher to an ensemble without rerunning the others")
     p.add_argument("--flip-average", action="store_true", help="store the teacher's prediction averaged over each view and its mirror image (log probabilities) instead of its plain logits")
     p.add_argument("--stem-only", action="store_true", help="with --student-config: reuse the views and teacher logits of an existing cache (--out) and only store this student's stem outputs of those views (another input size, another stem depth)")
-    p.add_argument("--stem-source", choices=("teacher", "imagenet"), default="teacher", help="with --student-config: the student's stem is the fine-tuned teacher's first stages (default) or the ImageNet network's, untouched (the unknown-item descriptor continues that one: model/descriptor.py)")
+    p.add_argument("--stem-source", choices=STEM_SOURCES, default="teacher", help="with --student-config: the student's stem is the fine-tuned teacher's first stages (default) or the ImageNet network's, untouched (the unknown-item descriptor continues that one: model/descriptor.py)")
     p.add_argument("--camera-degrade", type=float, default=0.0, help="with --student-config: this share of the student's views (stem outputs) is degraded as a belt camera would (downscaled, JPEG quality 30-95: training.camera_degrade); the teacher's targets stay those of the clean view")
     p.add_argument("--stem-out", type=Path, default=None, help="where the stem outputs go (default run_dir/stem_features.npy; a .json record beside it)")
     p.add_argument("--imagenet-features", action="store_true", help="with --student-config: also store the ImageNet-pretrained network's penultimate features of every view (run_dir/imagenet_features.npy), the target of distill --imagenet-features")
