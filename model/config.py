@@ -49,6 +49,10 @@ class StudentConfig:
     stem: str = "linear"
     stem_stages: int = 4
     stem_pretrained: bool = True  # load the stem's ImageNet weights when the network is first built
+    # a distillation from stored stem outputs trains the last `stem_tuned_stages` stem stages and keeps
+    # the ones before them frozen (their outputs are what is stored; the unknown-item descriptor,
+    # model/descriptor.py, continues them with the ImageNet network's own later stages)
+    stem_tuned_stages: int = 0
 
     def __post_init__(self) -> None:
         h, w = self.image_size
@@ -76,6 +80,18 @@ class StudentConfig:
             stride = LITE_STAGE_STRIDES[self.stem_stages - 1]
             if self.patch_size != stride:
                 raise ValueError(f"a {self.stem} stem with {self.stem_stages} stages has stride {stride}: patch_size must be {stride}, got {self.patch_size}")
+            if not 0 <= self.stem_tuned_stages < self.stem_stages:
+                raise ValueError(f"stem_tuned_stages must be 0..{self.stem_stages - 1} (some stage stays frozen), got {self.stem_tuned_stages}")
+            if LITE_STAGE_STRIDES[self.frozen_stem_stages - 1] != stride:
+                raise ValueError(f"the tuned stem stages must keep the stride ({stride}): stage {self.frozen_stem_stages} has stride "
+                                 f"{LITE_STAGE_STRIDES[self.frozen_stem_stages - 1]}, so the stored stem outputs would not be on the patch grid")
+        elif self.stem_tuned_stages:
+            raise ValueError("stem_tuned_stages needs a CNN stem")
+
+    @property
+    def frozen_stem_stages(self) -> int:
+        """The stem stages whose outputs a distillation stores and never trains."""
+        return self.stem_stages - self.stem_tuned_stages
 
     @property
     def grid_size(self) -> tuple[int, int]:

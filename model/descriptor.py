@@ -55,23 +55,27 @@ class ImageNetDescriptor(nn.Module):
 
 
 def descriptor_for(cfg: StudentConfig, blocks: int | None = None) -> ImageNetDescriptor:
-    """The descriptor that continues this student's stem (`blocks`: as ImageNetDescriptor)."""
+    """The descriptor that continues the frozen part of this student's stem (all of it, or the
+    stages before cfg.stem_tuned_stages trained ones; `blocks`: as ImageNetDescriptor)."""
     if cfg.stem == "linear":
         raise ValueError("the ImageNet descriptor continues a CNN stem; this student has a linear patch embedding")
-    return ImageNetDescriptor(cfg.stem, cfg.stem_stages, blocks)
+    return ImageNetDescriptor(cfg.stem, cfg.frozen_stem_stages, blocks)
 
 
 def stem_is_imagenet(student: nn.Module) -> bool:
-    """Whether the student's stem holds the ImageNet weights unchanged (the descriptor means
-    nothing on a stem that fine-tuning has moved: its stages expect ImageNet's features)."""
+    """Whether the frozen part of the student's stem (what the descriptor continues) holds the
+    ImageNet weights unchanged (the descriptor means nothing on a stem that fine-tuning has moved:
+    its stages expect ImageNet's features). Tuned stages after it may hold anything."""
     from .efficientnet_lite import LiteStem
 
     cfg: StudentConfig = student.cfg  # type: ignore[assignment]
     if cfg.stem == "linear":
         return False
-    reference = LiteStem(cfg.stem, cfg.stem_stages, pretrained=True).state_dict()
+    reference_stem = LiteStem(cfg.stem, cfg.stem_stages, pretrained=True)
+    keys = reference_stem.state_keys_until(cfg.frozen_stem_stages)
+    reference = reference_stem.state_dict()
     own = student.patch_embed.cnn.state_dict()  # type: ignore[union-attr]
-    return own.keys() == reference.keys() and all(torch.equal(own[k], reference[k]) for k in own)
+    return own.keys() == reference.keys() and all(torch.equal(own[k], reference[k]) for k in keys)
 
 
 def feature_source(unknown: dict | None) -> str:

@@ -108,6 +108,26 @@ class LiteStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.bn1(self.conv_stem(x)))
 
+    def head(self, x: torch.Tensor, stages: int) -> torch.Tensor:
+        """The image through the stem convolution and the first `stages` stages only."""
+        return self.blocks[:stages](self.bn1(self.conv_stem(x)))
+
+    def tail(self, grid: torch.Tensor, from_stage: int) -> torch.Tensor:
+        """The rest of the stem: the output of stage `from_stage` through the stages after it."""
+        return self.blocks[from_stage:](grid)
+
+    def channels_after(self, stages: int) -> int:
+        """Output channels of the first `stages` stages (the stem convolution's for 0)."""
+        if stages == 0:
+            return int(self.conv_stem.out_channels)
+        last = list(self.blocks[stages - 1].modules())
+        convs = [m for m in last if isinstance(m, nn.Conv2d)]
+        return int(convs[-1].out_channels)
+
+    def state_keys_until(self, stages: int) -> list[str]:
+        """The state-dict keys of the stem convolution and the first `stages` stages."""
+        return [k for k in self.state_dict() if not k.startswith("blocks.") or int(k.split(".")[1]) < stages]
+
 
 def _probe(stem: LiteStem) -> tuple[int, int]:
     """(channels, total stride) of a stem, measured on a probe image (no table to keep in sync)."""

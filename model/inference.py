@@ -43,7 +43,8 @@ class Prediction:
 class InferenceNet(nn.Module):
     """What is exported and run: image batch -> (averaged logits, the unknown-item scorer's
     features). Those are the class token's, or with a `descriptor` (model/descriptor.py) the
-    ImageNet description computed from the same stem output."""
+    ImageNet description computed from the output of the stem's frozen part, which the student's
+    tuned stem stages (if any) continue too."""
 
     def __init__(self, student: DistilledViT, descriptor: ImageNetDescriptor | None = None) -> None:
         super().__init__()
@@ -55,9 +56,9 @@ class InferenceNet(nn.Module):
             cls_feat, dist_feat = self.student.forward_features(x)
             feat = cls_feat
         else:
-            grid = self.student.patch_embed.cnn(x)
-            cls_feat, dist_feat = self.student.features_from_stem(grid)
-            feat = self.descriptor(grid)
+            frozen = self.student.patch_embed.frozen_features(x)
+            cls_feat, dist_feat = self.student.features_from_stem(frozen)
+            feat = self.descriptor(frozen)
         logits = inference_logits((self.student.head(cls_feat), self.student.head_dist(dist_feat)))
         return logits, feat
 

@@ -58,6 +58,7 @@ class ConvStemEmbedding(nn.Module):
         if self.cnn.stride != cfg.patch_size:
             raise ValueError(f"stem stride {self.cnn.stride} != patch_size {cfg.patch_size}")
         self.proj = nn.Conv2d(self.cnn.out_channels, cfg.d_model, kernel_size=1)
+        self.frozen_stages = cfg.frozen_stem_stages
 
     def train(self, mode: bool = True) -> "ConvStemEmbedding":
         """Batch-norm statistics of the pretrained stem stay fixed: batches of 32 mixed views would
@@ -67,6 +68,14 @@ class ConvStemEmbedding(nn.Module):
             if isinstance(m, nn.BatchNorm2d):
                 m.eval()
         return self
+
+    def frozen_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The image through the frozen part of the stem (what a distillation stores per view)."""
+        return self.cnn.head(x, self.frozen_stages)
+
+    def from_frozen(self, frozen: torch.Tensor) -> torch.Tensor:
+        """The frozen part's output through the tuned stages and the projection: tokens."""
+        return self.project(self.cnn.tail(frozen, self.frozen_stages))
 
     def project(self, grid: torch.Tensor) -> torch.Tensor:
         """Stem output (B, C, rows, cols) -> tokens (B, rows*cols, d_model), row-major."""
@@ -159,14 +168,15 @@ class DistilledViT(nn.Module):
         return self._heads(*self.forward_features(x))
 
     def features_from_stem(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """forward_features from the CNN stem's output (B, C, rows, cols): a training with a
-        frozen stem computes that once per view instead of at every step."""
+        """forward_features from the output (B, C, rows, cols) of the stem's frozen part (the whole
+        stem unless cfg.stem_tuned_stages): a training with a frozen stem computes that once per
+        view instead of at every step."""
         if not isinstance(self.patch_embed, ConvStemEmbedding):
             raise ValueError("forward_from_stem needs a student with a CNN stem")
-        expected = (self.patch_embed.cnn.out_channels, *self.cfg.grid_size)
+        expected = (self.patch_embed.cnn.channels_after(self.cfg.frozen_stem_stages), *self.cfg.grid_size)
         if tuple(grid.shape[1:]) != expected:
             raise ValueError(f"stem features of shape {tuple(grid.shape[1:])}, expected {expected}")
-        return self._encode(self._sequence(self.patch_embed.project(grid)))
+        return self._encode(self._sequence(self.patch_embed.from_frozen(grid)))
 
     def forward_from_stem(self, grid: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The same as forward, from the CNN stem's output (see features_from_stem)."""

@@ -165,6 +165,7 @@ def test_frozen_stem_distillation_trains_from_stored_stem_outputs(image_folder: 
     # the ImageNet stem instead of the teacher's: stored by a stem-only pass, taken over untouched by
     # distill, so the unknown-item descriptor (model/descriptor.py) can continue it
     from model.descriptor import stem_is_imagenet
+    from model.efficientnet_lite import LiteStem
 
     (run / "stem_features.json").write_text(json.dumps(info))
     imagenet = run / "stem_imagenet.npy"
@@ -177,3 +178,26 @@ def test_frozen_stem_distillation_trains_from_stored_stem_outputs(image_folder: 
     assert stem_is_imagenet(model) and not torch.equal(model.patch_embed.cnn.conv_stem.weight, teacher.conv_stem.weight)
     assert train_main(["unknown-fit", "--checkpoint", str(run / "imagenet_stem.pt"), "--split", str(run / "split.json"), "--method", "mahalanobis", "--features", "imagenet"]) == 0
     assert load_checkpoint(run / "imagenet_stem.pt").unknown["features"] == "imagenet"
+    # the last stem stage tuned (StudentConfig.stem_tuned_stages): the stored outputs are those of
+    # the stages before it, distill trains it, and the descriptor still continues ImageNet's own
+    tuned_file = tmp_path / "tuned.json"
+    tuned_file.write_text(json.dumps({**cfg, "stem_tuned_stages": 1}))
+    before_tuned = run / "stem_imagenet4.npy"
+    assert train_main(["teacher-cache", *common, "--views", "2", "--student-config", str(tuned_file), "--stem-only", "--stem-source", "imagenet", "--stem-out", str(before_tuned)]) == 0
+    assert np.load(before_tuned, mmap_mode="r").shape == (36, 2, 80, 4, 3)  # after stage 4: 80 channels, same grid
+    args = [*common, "--views", str(run / "views.npz"), "--stem-features", str(before_tuned), "--config", str(tuned_file), "--epochs", "1", "--batch-size", "8"]
+    assert train_main(["distill", *args, "--out", str(run / "tuned.pt")]) == 0
+    tuned = load_checkpoint(run / "tuned.pt").build_model().eval()
+    untouched = LiteStem("efficientnet_lite0", 5)
+    cnn = tuned.patch_embed.cnn
+    assert torch.equal(cnn.blocks[3][0].conv_pw.weight, untouched.blocks[3][0].conv_pw.weight)  # frozen
+    assert not torch.equal(cnn.blocks[4][0].conv_pw.weight, untouched.blocks[4][0].conv_pw.weight)  # trained
+    assert stem_is_imagenet(tuned)
+    x = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        assert torch.allclose(tuned(x), tuned.forward_from_stem(tuned.patch_embed.frozen_features(x)), atol=1e-5)
+    assert train_main(["unknown-fit", "--checkpoint", str(run / "tuned.pt"), "--split", str(run / "split.json"), "--method", "mahalanobis", "--features", "imagenet"]) == 0
+    assert load_checkpoint(run / "tuned.pt").unknown["descriptor_blocks"] == 8  # ImageNet's stage 5 (its own, not the tuned one), 6 and 7
+    # stored outputs of the whole stem do not fit a student that tunes its last stage
+    args = [*common, "--views", str(run / "views.npz"), "--stem-features", str(imagenet), "--config", str(tuned_file), "--epochs", "1", "--batch-size", "8"]
+    assert train_main(["distill", *args, "--out", str(run / "mismatch.pt")]) == 2

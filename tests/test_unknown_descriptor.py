@@ -15,7 +15,7 @@ from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import StudentConfig
 from model.descriptor import ImageNetDescriptor, descriptor_for, feature_source, stem_is_imagenet
 from model.efficientnet_lite import LiteStem, build_lite
-from model.inference import inference_net, load_classifier
+from model.inference import InferenceNet, inference_net, load_classifier
 from model.student import DistilledViT
 from training.cli import main as train_main
 from training.data import Sample, save_split
@@ -66,6 +66,34 @@ def test_the_stem_source_decides_whether_the_descriptor_applies(tmp_path: Path) 
     assert feature_source(None) == "class_token" and feature_source({"features": "imagenet"}) == "imagenet"
     with pytest.raises(ValueError, match="unknown-item features 'pixels'"):
         feature_source({"features": "pixels"})
+
+
+def test_a_tuned_last_stem_stage_leaves_the_descriptor_on_the_frozen_stages() -> None:
+    cfg = _config().replace(stem_tuned_stages=1)
+    assert cfg.frozen_stem_stages == 4
+    student = DistilledViT(cfg).eval()
+    with torch.no_grad():
+        student.patch_embed.cnn.blocks[4][0].conv_pw.weight.add_(0.01)  # the tuned stage moved: still fine
+    assert stem_is_imagenet(student)
+    descriptor = descriptor_for(cfg)
+    assert len(descriptor.blocks) == 3 + 4 + 1  # ImageNet's own stage 5, then stages 6 and 7
+    x = torch.randn(2, 3, 64, 48)
+    full = build_lite("efficientnet_lite0", 1000, pretrained=True).eval()
+    net = InferenceNet(student, descriptor)
+    with torch.no_grad():
+        logits, feat = net(x)
+        expected = full.blocks(full.bn1(full.conv_stem(x))).mean(dim=(2, 3))  # ImageNet's, not the tuned stage's
+        assert torch.allclose(feat, expected, atol=1e-5)
+        assert torch.allclose(logits, student(x), atol=1e-5)
+    with torch.no_grad():
+        student.patch_embed.cnn.blocks[3][0].conv_pw.weight.add_(0.01)  # a frozen stage moved: refused
+    assert not stem_is_imagenet(student)
+    with pytest.raises(ValueError, match="some stage stays frozen"):
+        _config().replace(stem_tuned_stages=5)
+    with pytest.raises(ValueError, match="must keep the stride"):
+        _config().replace(stem_tuned_stages=2)  # stage 3 ends at stride 8, the patch grid is 16
+    with pytest.raises(ValueError, match="needs a CNN stem"):
+        StudentConfig(stem_tuned_stages=1)
 
 
 def test_unknown_fit_on_the_descriptor_and_both_backends_agree(image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             raise ValueError("--stem-features goes with --views (the teacher's logits for the same views)")
         teacher_path = Path(ViewCache.load(args.views).teacher)
         stem_for_features(model, args.stem_features, teacher_path)  # the stored outputs are of this very stem, frozen
-        args.freeze_stem_stages = model.cfg.stem_stages
+        args.freeze_stem_stages = model.cfg.frozen_stem_stages  # the stages after them (cfg.stem_tuned_stages) train
         train_ds = stem_feature_dataset(args.views, args.stem_features, train, names)
         if args.imagenet_features is not None:
             stream = train_ds.views

@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         p.requires_grad_(False)
     features = feature_source(ckpt.unknown)
     if features == FEATURES_IMAGENET:  # the unknown-item descriptor continues this very stem: it must not move
-        freeze_stem(model, model.cfg.stem_stages)
+        freeze_stem(model, model.cfg.frozen_stem_stages)
     model.set_feature_affine(args.method == "fwt")
     opt, sched = optimiser_and_schedule(model, args.lr, args.epochs, len(train_dl))
     weights = class_weights(train_ds.labels, len(names)).to(device)

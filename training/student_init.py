@@ -140,7 +140,11 @@ def stem_signature(student: DistilledViT) -> str:
     if not isinstance(student.patch_embed, ConvStemEmbedding):
         return ""
     h = hashlib.sha1()
-    for k, v in sorted(student.patch_embed.cnn.state_dict().items()):
+    cnn = student.patch_embed.cnn
+    frozen = set(cnn.state_keys_until(student.cfg.frozen_stem_stages))  # the part whose outputs are stored
+    for k, v in sorted(cnn.state_dict().items()):
+        if k not in frozen:
+            continue
         h.update(k.encode())
         h.update(v.detach().cpu().float().numpy().tobytes())
     return h.hexdigest()[:16]
@@ -155,5 +159,5 @@ def check_stem_features(features_path: Path, student: DistilledViT) -> None:
     if info["stem_signature"] != stem_signature(student):
         raise ValueError(f"{features_path} was made with other stem weights than this student's; rebuild it with teacher-cache --student-config")
     made = StudentConfig.from_dict(info["student_config"])
-    if (made.image_size, made.stem, made.stem_stages) != (student.cfg.image_size, student.cfg.stem, student.cfg.stem_stages):
-        raise ValueError(f"{features_path} was made for input {made.image_size} with {made.stem}[:{made.stem_stages}], the student has {student.cfg.image_size} with {student.cfg.stem}[:{student.cfg.stem_stages}]")
+    if (made.image_size, made.stem, made.frozen_stem_stages) != (student.cfg.image_size, student.cfg.stem, student.cfg.frozen_stem_stages):
+        raise ValueError(f"{features_path} was made for input {made.image_size} with {made.stem}[:{made.frozen_stem_stages}], the student has {student.cfg.image_size} with {student.cfg.stem}[:{student.cfg.frozen_stem_stages}] (frozen stages)")

@@ -81,7 +81,7 @@ def train_known(args: argparse.Namespace, train: list[Sample], names: list[str],
     loader = make_loader(data, args.batch_size, True, num_workers=args.workers)
     for p in student.affine_parameters():
         p.requires_grad_(False)
-    freeze_stem(student, student.cfg.stem_stages)
+    freeze_stem(student, student.cfg.frozen_stem_stages)
     student = student.to(device)
     head = head.to(device) if head is not None else None
     trained = student if head is None else torch.nn.ModuleDict({"student": student, "feature_head": head})

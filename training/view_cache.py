@@ -119,13 +119,14 @@ def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module
     cfg = StudentConfig.from_dict({**json.loads(args.student_config.read_text()), "num_classes": len(names), "stem_pretrained": False})
     student = DistilledViT(cfg)
     set_stem(student, args.stem_source, teacher_path)
-    stem = student.patch_embed.cnn.eval().to(device, memory_format=torch.channels_last)  # type: ignore[union-attr]
+    embed = student.patch_embed.eval().to(device, memory_format=torch.channels_last)  # type: ignore[union-attr]
+    channels = embed.cnn.channels_after(cfg.frozen_stem_stages)  # the frozen part's output is stored
     n, k = seeds.shape
     rows, cols = cfg.grid_size
     path = args.stem_out or (run_dir / "stem_features.npy")
     tmp = path.with_name(path.stem + ".tmp.npy")
-    features = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, k, stem.out_channels, rows, cols))
-    flat = features.reshape(n * k, stem.out_channels, rows, cols)
+    features = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n, k, channels, rows, cols))
+    flat = features.reshape(n * k, channels, rows, cols)
     camera = CameraDegradation(p=args.camera_degrade) if args.camera_degrade > 0 else None
     loader = make_loader(_TwoSizes(SeededViews(photos, seeds, teacher_spec_pre(teacher_path), policy), student_preprocess(cfg), camera), args.batch_size, False, num_workers=args.workers)
     imagenet = ImageNetFeatureWriter(run_dir, cfg.stem, n, k, device) if args.imagenet_features else None
@@ -134,7 +135,7 @@ def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module
         x_t = x_t.to(device, memory_format=torch.channels_last)
         if teacher is not None:
             logits.append(teacher(x_t).float().cpu())
-        f = stem(x_s.to(device, memory_format=torch.channels_last)).float().cpu().numpy()
+        f = embed.frozen_features(x_s.to(device, memory_format=torch.channels_last)).float().cpu().numpy()
         flat[start : start + len(f)] = f.astype(np.float16)
         if imagenet is not None:
             imagenet.add(start, x_t)
@@ -144,7 +145,7 @@ def _logits_and_stem_features(args: argparse.Namespace, teacher: torch.nn.Module
     tmp.replace(path)
     if imagenet is not None:
         imagenet.close()
-    path.with_suffix(".json").write_text(json.dumps({"student_config": cfg.to_dict(), "stem_signature": stem_signature(student), "stem_source": args.stem_source, "teacher": str(teacher_path), "shape": [n, k, stem.out_channels, rows, cols], "camera_degradation": dataclasses.asdict(camera) if camera is not None else None, "paste_share": policy.p_paste}, indent=1))
+    path.with_suffix(".json").write_text(json.dumps({"student_config": cfg.to_dict(), "stem_signature": stem_signature(student), "stem_source": args.stem_source, "teacher": str(teacher_path), "shape": [n, k, channels, rows, cols], "camera_degradation": dataclasses.asdict(camera) if camera is not None else None, "paste_share": policy.p_paste}, indent=1))
     return torch.cat(logits).numpy() if teacher is not None else None
 
 
