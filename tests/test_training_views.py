@@ -198,6 +198,10 @@ def test_frozen_stem_distillation_trains_from_stored_stem_outputs(image_folder: 
         assert torch.allclose(tuned(x), tuned.forward_from_stem(tuned.patch_embed.frozen_features(x)), atol=1e-5)
     assert train_main(["unknown-fit", "--checkpoint", str(run / "tuned.pt"), "--split", str(run / "split.json"), "--method", "mahalanobis", "--features", "imagenet"]) == 0
     assert load_checkpoint(run / "tuned.pt").unknown["descriptor_blocks"] == 8  # ImageNet's stage 5 (its own, not the tuned one), 6 and 7
+    # a warm start from the tuned student keeps its tuned stage (no reset to ImageNet's weights)
+    assert train_main(["distill", *args, "--init", str(run / "tuned.pt"), "--lr", "0", "--out", str(run / "warm.pt")]) == 0
+    warm = load_checkpoint(run / "warm.pt").build_model().patch_embed.cnn
+    assert torch.equal(warm.blocks[4][0].conv_pw.weight, cnn.blocks[4][0].conv_pw.weight)
     # stored outputs of the whole stem do not fit a student that tunes its last stage
     args = [*common, "--views", str(run / "views.npz"), "--stem-features", str(imagenet), "--config", str(tuned_file), "--epochs", "1", "--batch-size", "8"]
     assert train_main(["distill", *args, "--out", str(run / "mismatch.pt")]) == 2

@@ -98,7 +98,13 @@ def stem_source_of(features_path: Path) -> str:
 
 
 def stem_for_features(student: DistilledViT, features_path: Path, teacher_path: Path) -> None:
-    """The very stem whose outputs `features_path` stores, checked by its weights' hash."""
+    """The very stem whose outputs `features_path` stores, checked by its weights' hash. A student
+    whose frozen stages already are that stem (a warm start from a trained student, `distill
+    --init`) keeps its own weights, so its tuned stages (cfg.stem_tuned_stages) are not reset."""
+    info_path = features_path.with_suffix(".json")
+    if info_path.is_file() and json.loads(info_path.read_text()).get("stem_signature") == stem_signature(student):
+        check_stem_features(features_path, student)
+        return
     set_stem(student, stem_source_of(features_path), teacher_path)
     check_stem_features(features_path, student)
 
