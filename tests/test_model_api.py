@@ -157,3 +157,18 @@ def test_int8_backend_stays_close_to_float(tiny_checkpoint: Path, caplog: pytest
     assert q.backend == "onnx-int8"
     for pa, pq in zip(a, q.predict(imgs)):
         assert max(abs(pa.scores[k] - pq.scores[k]) for k in pa.scores) < 0.02
+
+
+def test_int8_export_keeps_the_first_projection_in_float(tiny_checkpoint: Path) -> None:
+    """The first block's qkv reads the un-normalised embedding sum: it stays float, the rest is int8."""
+    import onnx
+
+    from model.inference import export_onnx_bytes, float_matmul_nodes, inference_net, quantize_onnx_int8
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    fp32 = export_onnx_bytes(inference_net(ckpt), ckpt.preprocess)
+    assert float_matmul_nodes(fp32) == ["/blocks.0/attn/qkv/MatMul"]
+    nodes = {n.name: n.op_type for n in onnx.load_from_string(quantize_onnx_int8(fp32)).graph.node}
+    assert nodes["/blocks.0/attn/qkv/MatMul"] == "MatMul"  # untouched
+    assert "/blocks.1/attn/qkv/MatMul" not in nodes  # replaced by its quantised form
+    assert any(op in ("MatMulInteger", "DynamicQuantizeMatMul") for op in nodes.values())
