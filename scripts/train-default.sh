@@ -7,7 +7,8 @@
 # stem's frozen part (ImageNet Lite0's own stages 1-4) and the ImageNet network's features of each
 # view; distil from the stored views, logits and ImageNet features (second training), then WARM_EPOCHS
 # more from that student at a lower learning rate; fit the unknown-item rule on the ImageNet
-# descriptor (model/descriptor.py). Budget: TEACHER_EPOCHS, VIEWS, META_ITERS, DISTILL_EPOCHS, WARM_EPOCHS.
+# descriptor (model/descriptor.py). The second leg sees WARM_CAMERA of its views degraded as a belt
+# camera delivers them. Budget: TEACHER_EPOCHS, VIEWS, META_ITERS, DISTILL_EPOCHS, WARM_EPOCHS.
 # STEM_SOURCE=teacher with CONFIG=training/configs/student_lite0_192x144.json is the recipe shipped
 # until 2026-12-02 (teacher's stem, class-token reject rule).
 # The variants measured on 2026-12-02 (docs/results.md, "A second teacher and the belt camera"),
@@ -16,6 +17,7 @@
 # To skip the teacher's 25-40 minutes, copy training/weights/teacher_efficientnet_lite0.pt to
 # RUN_DIR/teacher.pt and training/splits/trashnet_seed0.json to RUN_DIR/split.json first.
 set -euo pipefail
+shopt -s inherit_errexit  # a failed stem pass inside $(camera_stems ...) stops the script
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/main}
 DEVICE=${DEVICE:-cpu}
@@ -26,9 +28,10 @@ VIEWS=${VIEWS:-10}
 META_ITERS=${META_ITERS:-0}
 DISTILL_EPOCHS=${DISTILL_EPOCHS:-40}
 WARM_EPOCHS=${WARM_EPOCHS:-12}    # 0: no second leg
+WARM_CAMERA=${WARM_CAMERA:-0.2}   # the second leg's share of camera-degraded views (shipped: 0.2)
 STEM_SOURCE=${STEM_SOURCE:-imagenet}
 LITE1_EPOCHS=${LITE1_EPOCHS:-0}   # 0: one teacher (shipped)
-CAMERA=${CAMERA:-0}               # 0: clean student views (shipped)
+CAMERA=${CAMERA:-0}               # the first leg's share of camera-degraded views (shipped: 0)
 WORKERS=${WORKERS:-0}   # data-loading processes: use several on a GPU machine
 CONFIG=${CONFIG:-training/configs/student_lite0_192x144_tune1.json}
 T=.venv/bin/wastesort-train
@@ -50,11 +53,13 @@ if [ "$LITE1_EPOCHS" -gt 0 ]; then  # a second teacher at the same 256x192 input
         --flip-average --merge-with "$RUN/views.npz" --out "$RUN/views_ens.npz" --workers "$WORKERS"
     VIEW_CACHE="$RUN/views_ens.npz"
 fi
-if [ "$CAMERA" != "0" ]; then  # the student's stem outputs again, a share of the views degraded (teacher targets stay clean)
-    STEMS="$RUN/stem_camera_$CAMERA.npy"
-    [ -f "$STEMS" ] || $T teacher-cache --run-dir "$RUN" --device "$DEVICE" --views "$VIEWS" --student-config "$CONFIG" \
-        --stem-only --stem-source "$STEM_SOURCE" --camera-degrade "$CAMERA" --stem-out "$STEMS" --workers "$WORKERS"
-fi
+camera_stems() {  # the student's stem outputs again, a share $1 of the views degraded (teacher targets stay clean)
+    local out="$RUN/stem_camera_$1.npy"
+    [ -f "$out" ] || $T teacher-cache --run-dir "$RUN" --device "$DEVICE" --views "$VIEWS" --student-config "$CONFIG" \
+        --stem-only --stem-source "$STEM_SOURCE" --camera-degrade "$1" --stem-out "$out" --workers "$WORKERS" >&2
+    echo "$out"
+}
+[ "$CAMERA" = "0" ] || STEMS=$(camera_stems "$CAMERA")
 CACHED=(--views "$VIEW_CACHE" --stem-features "$STEMS")
 [ "$META_ITERS" -eq 0 ] || $T meta --run-dir "$RUN" --device "$DEVICE" --iterations "$META_ITERS" --config "$CONFIG" "${CACHED[@]}" --resume
 $T distill --run-dir "$RUN" --device "$DEVICE" --epochs "$DISTILL_EPOCHS" --config "$CONFIG" "${CACHED[@]}" --imagenet-features "$RUN/imagenet_features.npy" \
@@ -62,8 +67,9 @@ $T distill --run-dir "$RUN" --device "$DEVICE" --epochs "$DISTILL_EPOCHS" --conf
 OUT="$RUN"
 if [ "$WARM_EPOCHS" -gt 0 ]; then  # second leg: the same stored views from the first leg's student, lower learning rate
     OUT="$RUN/warm" && mkdir -p "$OUT" && cp -n "$RUN/split.json" "$OUT/split.json"
-    $T distill --run-dir "$OUT" --device "$DEVICE" --epochs "$WARM_EPOCHS" --lr 3e-4 --average-tail 0.34 --init "$RUN/student.pt" "${CACHED[@]}" \
-        --imagenet-features "$RUN/imagenet_features.npy" --workers "$WORKERS" --resume
+    if [ "$WARM_CAMERA" = "0" ]; then WARM_STEMS="$STEMS"; else WARM_STEMS=$(camera_stems "$WARM_CAMERA"); fi
+    $T distill --run-dir "$OUT" --device "$DEVICE" --epochs "$WARM_EPOCHS" --lr 3e-4 --average-tail 0.34 --init "$RUN/student.pt" \
+        --views "$VIEW_CACHE" --stem-features "$WARM_STEMS" --imagenet-features "$RUN/imagenet_features.npy" --workers "$WORKERS" --resume
 fi
 # the reject rule: Mahalanobis on the ImageNet descriptor (ImageNet stem) or on the class token, fitted on photos and rendered views
 if [ "$STEM_SOURCE" = imagenet ]; then FEATURES=imagenet; else FEATURES=class_token; fi
