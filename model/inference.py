@@ -108,7 +108,7 @@ def export_onnx_bytes(net: InferenceNet, preprocess: PreprocessConfig, opset: in
 # The first encoder block's query/key/value projection reads the embedding sum before any
 # LayerNorm (patch projection + positions + the two tokens): its activations span a wide range, and
 # one per-tensor uint8 scale for them moved 1-4 of the 302 validation decisions of every student
-# measured (docs/results.md, "int8 that decides as float"). It stays float; the rest is int8.
+# measured (docs/results.md, "The int8 export now decides as float"). It stays float; the rest is int8.
 FLOAT_MATMULS = ("/blocks.0/attn/qkv/",)
 
 

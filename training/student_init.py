@@ -89,23 +89,25 @@ def set_stem(student: DistilledViT, source: str, teacher_path: Path) -> None:
     student.patch_embed.cnn.load_state_dict(LiteStem(student.cfg.stem, student.cfg.stem_stages, pretrained=True).state_dict())
 
 
-def stem_source_of(features_path: Path) -> str:
-    """Which stem made stored stem outputs (records from before the choice existed: the teacher's)."""
+def stem_record(features_path: Path) -> dict:
+    """How stored stem outputs were made: the .json that teacher-cache writes beside them."""
     info_path = features_path.with_suffix(".json")
     if not info_path.is_file():
         raise FileNotFoundError(f"{info_path} (the record of how {features_path.name} was made) is missing")
-    return str(json.loads(info_path.read_text()).get("stem_source", "teacher"))
+    return dict(json.loads(info_path.read_text()))
+
+
+def stem_source_of(features_path: Path) -> str:
+    """Which stem made stored stem outputs (records from before the choice existed: the teacher's)."""
+    return str(stem_record(features_path).get("stem_source", "teacher"))
 
 
 def stem_for_features(student: DistilledViT, features_path: Path, teacher_path: Path) -> None:
     """The very stem whose outputs `features_path` stores, checked by its weights' hash. A student
     whose frozen stages already are that stem (a warm start from a trained student, `distill
     --init`) keeps its own weights, so its tuned stages (cfg.stem_tuned_stages) are not reset."""
-    info_path = features_path.with_suffix(".json")
-    if info_path.is_file() and json.loads(info_path.read_text()).get("stem_signature") == stem_signature(student):
-        check_stem_features(features_path, student)
-        return
-    set_stem(student, stem_source_of(features_path), teacher_path)
+    if stem_record(features_path).get("stem_signature") != stem_signature(student):
+        set_stem(student, stem_source_of(features_path), teacher_path)
     check_stem_features(features_path, student)
 
 
@@ -158,10 +160,7 @@ def stem_signature(student: DistilledViT) -> str:
 
 def check_stem_features(features_path: Path, student: DistilledViT) -> None:
     """Stored stem outputs must come from this student's stem weights at this student's input."""
-    info_path = features_path.with_suffix(".json")
-    if not info_path.is_file():
-        raise FileNotFoundError(f"{info_path} (the record of how {features_path.name} was made) is missing")
-    info = json.loads(info_path.read_text())
+    info = stem_record(features_path)
     if info["stem_signature"] != stem_signature(student):
         raise ValueError(f"{features_path} was made with other stem weights than this student's; rebuild it with teacher-cache --student-config")
     made = StudentConfig.from_dict(info["student_config"])

@@ -14,7 +14,6 @@ fine-tuning and know nothing of the split. docs/results.md states this beside th
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from .data import Sample
 from .distill import optimiser_and_schedule, run_epoch
 from .feature_distill import FeatureHead, FromStemWithFeatures, WithFeatureTargets, load_feature_targets
 from .loop import make_loader
-from .student_init import EpochViews, FromStem, freeze_stem, stem_for_features
+from .student_init import EpochViews, FromStem, freeze_stem, stem_for_features, stem_record
 from .view_cache import ViewCache
 from .view_data import StemFeatureViews
 
@@ -58,7 +57,7 @@ class KnownPhotos(Dataset):
 
 
 def _config(features_path: Path, num_classes: int) -> StudentConfig:
-    made = json.loads(features_path.with_suffix(".json").read_text())["student_config"]
+    made = stem_record(features_path)["student_config"]
     return StudentConfig.from_dict({**made, "num_classes": num_classes, "stem_pretrained": False})
 
 
