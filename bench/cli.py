@@ -20,13 +20,20 @@ from .timing import machine
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="wastesort bench", description=__doc__)
     p.add_argument("what", nargs="*", default=["latency"], choices=["latency", "profile", "conv-depth", "scaling", "pipeline", "views", "all"])
     p.add_argument("--model", type=Path, default=None, help="student checkpoint (default: the shipped model)")
     p.add_argument("--backends", default="torch,onnx,onnx-int8")
     p.add_argument("--batches", default="1,8")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=_positive_int, default=2, help="inference threads (torch and ONNX Runtime)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--items", type=int, default=30, help="items on the rendered belt (pipeline)")

@@ -195,11 +195,22 @@ class Classifier:
 ONNX_META_KEY = "wastesort_checkpoint"
 
 
+def one_blas_thread() -> None:
+    """Limit numpy's BLAS to one thread in this process. A Classifier scores one item at a time:
+    the unknown-item distance is a (1, 320) x (320, 320) product, too small to share, and a BLAS
+    thread pool left spinning after it took the cores from ONNX Runtime's threads (2 threads on 2
+    cores: 8-15 ms per item instead of 3.3; docs/results.md, "Speed")."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def load_classifier(path: str | Path | None = None, backend: Backend = "torch", threads: int | None = None) -> Classifier:
     """Load a checkpoint (default: the shipped model) with the torch, onnx or onnx-int8 backend.
 
     `path` may also be an .onnx file written by `wastesort-train export`, which
-    carries the checkpoint's metadata; it then needs the onnx backend.
+    carries the checkpoint's metadata; it then needs the onnx backend. Like the thread count
+    (`threads`, torch's or ONNX Runtime's), numpy's BLAS threads are set for the process: one.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -209,6 +220,7 @@ def load_classifier(path: str | Path | None = None, backend: Backend = "torch", 
         raise FileNotFoundError(f"model file not found: {path}{hint}")
     if threads is None:
         threads = int(os.environ.get("WASTESORT_THREADS", "0")) or None
+    one_blas_thread()
     if path.suffix == ".onnx":
         if backend != "onnx":
             raise ValueError(f"{path} is an ONNX file: use backend='onnx'")

@@ -27,6 +27,13 @@ def test_bench_reports_a_missing_model(tmp_path: Path, capsys: pytest.CaptureFix
     assert "not found" in capsys.readouterr().err
 
 
+def test_bench_refuses_zero_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main(["latency", "--threads", "0"])
+    assert exit_info.value.code == 2
+    assert "--threads: must be at least 1" in capsys.readouterr().err
+
+
 def test_profile_benchmark_names_the_operators_that_take_the_time(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_main(["profile", "--model", str(tiny_checkpoint), "--runs", "3", "--json"]) == 0
     prof = json.loads(capsys.readouterr().out)["profile"]

@@ -172,3 +172,13 @@ def test_int8_export_keeps_the_first_projection_in_float(tiny_checkpoint: Path) 
     assert nodes["/blocks.0/attn/qkv/MatMul"] == "MatMul"  # untouched
     assert "/blocks.1/attn/qkv/MatMul" not in nodes  # replaced by its quantised form
     assert any(op in ("MatMulInteger", "DynamicQuantizeMatMul") for op in nodes.values())
+
+
+def test_loading_a_classifier_leaves_numpy_one_blas_thread(tiny_checkpoint: Path) -> None:
+    """A BLAS pool spinning after the per-item unknown score took the cores from ONNX Runtime."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):  # as numpy starts on a multi-core machine
+        load_classifier(tiny_checkpoint, "onnx-int8")
+        blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+        assert blas and all(lib["num_threads"] == 1 for lib in blas)
