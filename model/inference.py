@@ -110,14 +110,15 @@ def export_onnx_bytes(net: InferenceNet, preprocess: PreprocessConfig, opset: in
 # one per-tensor uint8 scale for them moved 1-4 of the 302 validation decisions of every student
 # measured (docs/results.md, "The int8 export now decides as float"). It stays float; the rest is int8.
 FLOAT_MATMULS = ("/blocks.0/attn/qkv/",)
+QUANTISED_OPS = ["MatMul", "Gemm"]  # the Linear layers; convolutions stay float
 
 
 def float_matmul_nodes(onnx_model: bytes) -> list[str]:
-    """The MatMul/Gemm nodes the int8 export leaves in float (FLOAT_MATMULS)."""
+    """The QUANTISED_OPS nodes the int8 export leaves in float (FLOAT_MATMULS)."""
     import onnx
 
     graph = onnx.load_from_string(onnx_model).graph
-    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.name.startswith(FLOAT_MATMULS)]
+    return [n.name for n in graph.node if n.op_type in QUANTISED_OPS and n.name.startswith(FLOAT_MATMULS)]
 
 
 def quantize_onnx_int8(onnx_model: bytes) -> bytes:
@@ -133,7 +134,7 @@ def quantize_onnx_int8(onnx_model: bytes) -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
             src.write_bytes(onnx_model)
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=float_matmul_nodes(onnx_model))
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=QUANTISED_OPS, nodes_to_exclude=float_matmul_nodes(onnx_model))
             return dst.read_bytes()
     finally:
         root.removeFilter(_drop_preprocessing_advice)
