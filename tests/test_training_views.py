@@ -130,6 +130,42 @@ def test_no_weight_decay_on_norms_biases_tokens_and_positions() -> None:
 
 
 
+def test_the_no_distillation_row_ignores_the_stored_teacher_logits() -> None:
+    """`distill --teacher none` on a view cache (the ablation's no-distillation row): the batches
+    still carry the stored teacher logits, and the loss must not depend on them."""
+    from model.loss import DistillationLoss
+    from training.distill import run_epoch
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cls, self.dist = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.cls(x.flatten(1)), self.dist(x.flatten(1))
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 4, 1, 1), torch.randint(0, 3, (8,))
+
+    def mean_loss(teacher_logits: torch.Tensor, stored: bool) -> float:
+        torch.manual_seed(1)
+        model = TwoHeads()
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        criterion = DistillationLoss(3.0, 0.5 if stored else 0.0)
+        loss, _ = run_epoch(model, None, [(x, y, teacher_logits)], criterion, opt, sched, torch.device("cpu"), "t", show=False, use_stored_targets=stored)
+        return loss
+
+    a, b = torch.randn(8, 3) * 5, torch.randn(8, 3) * 5
+    assert mean_loss(a, False) == pytest.approx(mean_loss(b, False))
+    assert mean_loss(a, True) != pytest.approx(mean_loss(b, True))
+    torch.manual_seed(1)
+    model = TwoHeads()
+    cls, dist = model(x)
+    both_heads = torch.nn.functional.cross_entropy(cls, y) + torch.nn.functional.cross_entropy(dist, y)
+    assert mean_loss(a, False) == pytest.approx(float(both_heads.detach()), rel=1e-5)
+
+
 def test_frozen_stem_distillation_trains_from_stored_stem_outputs(image_folder: Path, tmp_path: Path) -> None:
     """teacher -> teacher-cache with the student's stem outputs -> distill from them: the shipped
     student's stem is the teacher's first stages, and its image path gives what it trained on."""
@@ -198,6 +234,10 @@ def test_frozen_stem_distillation_trains_from_stored_stem_outputs(image_folder: 
         assert torch.allclose(tuned(x), tuned.forward_from_stem(tuned.patch_embed.frozen_features(x)), atol=1e-5)
     assert train_main(["unknown-fit", "--checkpoint", str(run / "tuned.pt"), "--split", str(run / "split.json"), "--method", "mahalanobis", "--features", "imagenet"]) == 0
     assert load_checkpoint(run / "tuned.pt").unknown["descriptor_blocks"] == 8  # ImageNet's stage 5 (its own, not the tuned one), 6 and 7
+    # the no-distillation ablation row: the same stored views, labels only; feature distillation is refused with it
+    assert train_main(["distill", *args, "--teacher", "none", "--out", str(run / "labels_only.pt")]) == 0
+    assert load_checkpoint(run / "labels_only.pt").meta["distill"]["teacher"] == "none"
+    assert train_main(["distill", *args, "--teacher", "none", "--imagenet-features", str(run / "none.npy"), "--out", str(run / "x.pt")]) == 2
     # a warm start from the tuned student keeps its tuned stage (no reset to ImageNet's weights)
     assert train_main(["distill", *args, "--init", str(run / "tuned.pt"), "--lr", "0", "--out", str(run / "warm.pt")]) == 0
     warm = load_checkpoint(run / "warm.pt").build_model().patch_embed.cnn

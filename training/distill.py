@@ -89,11 +89,13 @@ def run_epoch(
     desc: str,
     show: bool = True,
     feature_weight: float = 0.0,
+    use_stored_targets: bool = True,
 ) -> tuple[float, float]:
     """One epoch of the second training's recipe; returns (mean loss, training accuracy).
 
     With a teacher: the soft distillation loss, the teacher in eval mode under no_grad on the
-    same augmented batch. Without one: cross-entropy on both heads (the no-distillation ablation).
+    same augmented batch. Without one: cross-entropy on both heads (the no-distillation ablation);
+    use_stored_targets False ignores a view cache's stored teacher logits in the same way.
     A model that also returns predicted ImageNet features (FromStemWithFeatures) adds
     feature_weight x the feature-distillation loss against the batch's fourth entry.
     """
@@ -102,7 +104,7 @@ def run_epoch(
         out = model(x)
         predicted_features = out[2] if isinstance(out, tuple) and len(out) == 3 else None
         cls_logits, dist_logits = _two_heads(out[:2] if predicted_features is not None else out)
-        if len(batch) >= 3:  # the teacher's logits for this very view, from the view cache
+        if len(batch) >= 3 and use_stored_targets:  # the teacher's logits for this very view, from the view cache
             loss = criterion(cls_logits, dist_logits, batch[2].to(device), y)
             if predicted_features is not None:  # and the ImageNet network's features of it
                 loss = loss + feature_weight * feature_loss(predicted_features, batch[3].to(device))
@@ -153,12 +155,15 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     pre = student_preprocess(cfg)
     teacher = None
     teacher_path = args.teacher or (run_dir / "teacher.pt")
+    # `--teacher none` with a view cache: the same views, labels only (the no-distillation ablation row)
+    distilling = str(teacher_path) != "none"
+    if not distilling and args.imagenet_features is not None:
+        raise ValueError("--teacher none trains without distillation; drop --imagenet-features (feature distillation) too")
     train_ds: torch.utils.data.Dataset
     if args.stem_features is not None:
         if args.views is None:
             raise ValueError("--stem-features goes with --views (the teacher's logits for the same views)")
-        teacher_path = Path(ViewCache.load(args.views).teacher)
-        stem_for_features(model, args.stem_features, teacher_path)  # the stored outputs are of this very stem, frozen
+        stem_for_features(model, args.stem_features, Path(ViewCache.load(args.views).teacher))  # the stored outputs are of this very stem, frozen
         args.freeze_stem_stages = model.cfg.frozen_stem_stages  # the stages after them (cfg.stem_tuned_stages) train
         train_ds = stem_feature_dataset(args.views, args.stem_features, train, names)
         if args.imagenet_features is not None:
@@ -169,9 +174,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         raise ValueError("--imagenet-features goes with --stem-features (the features are stored per cached view)")
     elif args.views is not None:
         train_ds = cached_view_dataset(args.views, train, names, pre, run_dir)
-        teacher_path = Path(str(ViewCache.load(args.views).teacher))
     else:
-        if str(teacher_path) != "none":
+        if distilling:
             teacher, t_names = load_teacher(teacher_path, device, pre)
             if t_names != names:
                 raise ValueError(f"teacher classes {t_names} differ from the data's {names}")
@@ -202,7 +206,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     else:
         model = ctx.wrap(FromStem(student) if args.stem_features is not None else student)
     weights = class_weights(train_ds.labels, len(names)).to(device) if args.balance == "weights" else None
-    distilling = teacher is not None or args.views is not None
+    if distilling and args.views is not None:
+        teacher_path = Path(str(ViewCache.load(args.views).teacher))  # the teacher whose logits the cache stores
     criterion = DistillationLoss(args.tau, args.lam if distilling else 0.0, hard=args.hard, class_weight=weights)
     state, state_path, logger = TrainState(), run_dir / "distill_state.pt", JsonlLog(run_dir / "distill_log.jsonl")
     window = [args.epochs - max(1, math.ceil(args.average_tail * args.epochs)), args.epochs]  # epochs (start, end] averaged
@@ -222,7 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         ctx.set_epoch(train_dl, state.epoch)
         if isinstance(train_ds, EpochViews):
             train_ds.set_epoch(state.epoch)
-        loss_avg, acc = run_epoch(model, teacher, train_dl, criterion, opt, sched, device, f"distill {state.epoch + 1}/{args.epochs}", show=ctx.is_main, feature_weight=args.feature_weight)
+        loss_avg, acc = run_epoch(model, teacher, train_dl, criterion, opt, sched, device, f"distill {state.epoch + 1}/{args.epochs}", show=ctx.is_main, feature_weight=args.feature_weight, use_stored_targets=distilling)
         state.step += len(train_dl)
         student.eval()
         logits, ys = predict_logits(student, val_dl, device)
