@@ -183,6 +183,20 @@ def test_frozen_stem_distillation_trains_from_stored_stem_outputs(image_folder: 
     cfg_file.write_text(json.dumps(cfg))
     assert train_main(["teacher", *common, "--epochs", "1", "--height", "64", "--width", "48", "--batch-size", "8"]) == 0
     assert train_main(["teacher-cache", *common, "--views", "2", "--student-config", str(cfg_file)]) == 0
+    # the teacher scored by the same evaluation as a student, through its own input (issue 19: side by side)
+    from training.evaluate import evaluate_checkpoint
+
+    metrics, names, curve = evaluate_checkpoint(run / "teacher.pt", run / "split.json")
+    val = json.loads((run / "split.json").read_text())["val"]
+    assert metrics.n == len(val) and sum(map(sum, metrics.confusion)) == len(val) and len(curve) > 0
+    teacher_net, spec, _ = load_teacher_spec(run / "teacher.pt", torch.device("cpu"))
+    from model.preprocess import preprocess_bgr
+
+    photos = [cv2.imread(str(Path(json.loads((run / "split.json").read_text())["root"]) / rel)) for rel, _ in val]
+    with torch.no_grad():
+        direct = teacher_net(torch.from_numpy(preprocess_bgr(photos, spec.preprocess))).argmax(1).numpy()
+    assert metrics.accuracy == pytest.approx(float(np.mean(direct == np.asarray([y for _, y in val]))))
+    assert train_main(["evaluate", "--checkpoint", str(run / "teacher.pt"), "--data", str(run / "split.json"), "--backend", "onnx"]) == 2
     stored = np.load(run / "stem_features.npy", mmap_mode="r")
     assert stored.shape == (36, 2, 112, 4, 3) and np.abs(stored.astype(np.float32)).sum() > 0
     args = [*common, "--views", str(run / "views.npz"), "--stem-features", str(run / "stem_features.npy"), "--config", str(cfg_file), "--epochs", "2", "--batch-size", "8"]

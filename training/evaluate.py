@@ -1,6 +1,8 @@
 """`wastesort-train evaluate`: score a checkpoint on any ImageFolder with the same class names.
 
-Uses `model.load_classifier` -- the exact inference path of the daemon, preprocessing included.
+A student checkpoint goes through `model.load_classifier` -- the exact inference path of the
+daemon, preprocessing included. A teacher checkpoint (`wastesort-train teacher`) is scored through
+its own input (size and normalisation recorded in it), so the two can stand side by side.
 """
 
 from __future__ import annotations
@@ -9,11 +11,16 @@ import argparse
 import json
 from pathlib import Path
 
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
 import cv2
 import numpy as np
+import torch
 
 from model.inference import load_classifier
-from model.teacher import DEFAULT_TEACHER, TEACHER_INPUTS
+from model.preprocess import preprocess_bgr
+from model.teacher import DEFAULT_TEACHER, TEACHER_FORMAT, TEACHER_INPUTS, teacher_from_payload
 from model.unknown import softmax, unknown_scores
 
 from .camera_degrade import VAL_CAMERA, VAL_CAMERA_SEED, fixed_degradation
@@ -51,9 +58,49 @@ def camera_view(bgr: np.ndarray, index: int) -> np.ndarray:
     return cv2.cvtColor(fixed_degradation(VAL_CAMERA, rgb, VAL_CAMERA_SEED, index), cv2.COLOR_RGB2BGR)
 
 
+@dataclass(frozen=True)
+class Scored:
+    """What evaluation needs of a checkpoint: its classes, logits and features for BGR images,
+    the temperature its probabilities use, and its unknown-item rule (None: 1 - max softmax)."""
+
+    class_names: list[str]
+    logits_and_features: Callable[[Sequence[np.ndarray]], tuple[np.ndarray, np.ndarray]]
+    temperature: float
+    unknown: dict | None
+
+
+def is_teacher_checkpoint(path: Path) -> bool:
+    if path.suffix == ".onnx" or not path.is_file():  # an exported student, or load_classifier's clear error
+        return False
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    return isinstance(d, dict) and d.get("format") == TEACHER_FORMAT
+
+
+def _teacher(path: Path, backend: str) -> Scored:
+    """A teacher in torch at its own input; no temperature (1.0) and no unknown rule are stored in
+    a teacher file, so its ECE is the raw one and its reject curve uses the maximum softmax."""
+    if backend != "torch":
+        raise ValueError(f"{path} is a teacher checkpoint: it is scored with --backend torch (not {backend})")
+    model, spec, names = teacher_from_payload(torch.load(path, map_location="cpu", weights_only=True), path)
+
+    def run(images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            logits = model(torch.from_numpy(preprocess_bgr(images, spec.preprocess))).numpy()
+        return logits, np.zeros((len(logits), 0), np.float32)
+
+    return Scored(names, run, 1.0, None)
+
+
+def scored_checkpoint(checkpoint: Path, backend: str) -> Scored:
+    if is_teacher_checkpoint(checkpoint):
+        return _teacher(checkpoint, backend)
+    clf = load_classifier(checkpoint, backend)  # type: ignore[arg-type]
+    return Scored(clf.class_names, clf.logits_and_features, clf.checkpoint.temperature, clf.checkpoint.unknown)
+
+
 def evaluate_checkpoint(checkpoint: Path, data: Path, backend: str = "torch", batch_size: int = 64, camera: bool = False) -> tuple[Metrics, list[str], list[dict[str, float | None]]]:
     """Metrics with the checkpoint's temperature, and the reject curve of the daemon's rule."""
-    clf = load_classifier(checkpoint, backend)  # type: ignore[arg-type]
+    clf = scored_checkpoint(checkpoint, backend)
     paths, labels = paths_and_labels(data, clf.class_names)
     logits, feats = [], []
     for i in range(0, len(paths), batch_size):
@@ -63,8 +110,8 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, backend: str = "torch", ba
         lg, ft = clf.logits_and_features(imgs)
         logits.append(lg)
         feats.append(ft)
-    lg, ft, t = np.concatenate(logits), np.concatenate(feats), clf.checkpoint.temperature
-    curve = reject_curve(softmax(lg, t), unknown_scores(lg, ft, clf.checkpoint.unknown, t), labels, REJECT_CURVE_THRESHOLDS)
+    lg, ft, t = np.concatenate(logits), np.concatenate(feats), clf.temperature
+    curve = reject_curve(softmax(lg, t), unknown_scores(lg, ft, clf.unknown, t), labels, REJECT_CURVE_THRESHOLDS)
     return compute_metrics(lg, labels, clf.class_names, t), clf.class_names, curve
 
 
