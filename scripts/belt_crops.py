@@ -17,7 +17,7 @@ import json
 import random
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -28,6 +28,7 @@ from daemon.conveyor_sim import BeltStyle, SimItem, SimVideo, render_conveyor
 from daemon.detect import BeltDetector, Detection
 from daemon.settings import ClassifySettings, load_settings
 from daemon.track import BeltTracker, ReadyItem
+from training.evaluate import is_teacher_checkpoint, teacher_classifier
 
 
 def true_box(video: SimVideo, item: SimItem, frame: int) -> Detection:
@@ -78,7 +79,7 @@ def handed_out(video: SimVideo, padding: int = 0, views: int = 1, spacing_px: fl
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=None, help="student checkpoint (default: the shipped model)")
+    p.add_argument("--model", type=Path, default=None, help="student checkpoint (default: the shipped model), or a teacher checkpoint")
     p.add_argument("--split", type=Path, default=Path("training/splits/trashnet_seed0.json"))
     p.add_argument("--part", choices=("val", "train"), default="val", help="which photos of the split go on the belt")
     p.add_argument("--limit", type=int, default=0, help="at most this many photos (a fixed random subset; 0: all)")
@@ -87,7 +88,10 @@ def main() -> None:
     p.add_argument("--textured", action="store_true", help="a harder belt: blotchy texture, light drifting by +-12%%")
     p.add_argument("--per-item", type=Path, default=None, help="write one JSON line per item here")
     args = p.parse_args()
-    clf = load_model(ClassifySettings(model_path=args.model))  # type: ignore[arg-type]
+    if args.model is not None and is_teacher_checkpoint(args.model):  # the fine-tuned teacher on the same belt
+        clf: Any = teacher_classifier(args.model)
+    else:
+        clf = load_model(ClassifySettings(model_path=args.model))  # type: ignore[arg-type]
     photos = split_photos(args.split, args.part, args.limit)
     with tempfile.TemporaryDirectory() as tmp:
         style = BeltStyle(texture=12, drift=0.12) if args.textured else BeltStyle()

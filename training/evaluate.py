@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import torch
 
-from model.inference import load_classifier
-from model.preprocess import preprocess_bgr
+from model.inference import Prediction, load_classifier
+from model.preprocess import PreprocessConfig, preprocess_bgr
 from model.teacher import DEFAULT_TEACHER, TEACHER_FORMAT, TEACHER_INPUTS, teacher_from_payload
 from model.unknown import softmax, unknown_scores
 
@@ -89,6 +89,31 @@ def _teacher(path: Path, backend: str) -> Scored:
         return logits, np.zeros((len(logits), 0), np.float32)
 
     return Scored(names, run, 1.0, None)
+
+
+@dataclass(frozen=True)
+class TeacherClassifier:
+    """A teacher with the daemon classifier's `predict` (scripts that put a model on the simulated
+    belt, e.g. scripts/belt_crops.py, score a teacher the same way as a student)."""
+
+    scored: Scored
+    preprocess: PreprocessConfig
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.scored.class_names
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        if len(images) == 0:
+            return []
+        logits, _ = self.scored.logits_and_features(images)
+        probs = softmax(logits, self.scored.temperature)
+        return [Prediction(self.class_names[int(p.argmax())], float(p.max()), dict(zip(self.class_names, map(float, p))), 1.0 - float(p.max())) for p in probs]
+
+
+def teacher_classifier(path: Path) -> TeacherClassifier:
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    return TeacherClassifier(_teacher(path, "torch"), teacher_from_payload(d, path)[1].preprocess)
 
 
 def scored_checkpoint(checkpoint: Path, backend: str) -> Scored:
