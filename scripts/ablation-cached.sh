@@ -42,7 +42,8 @@ for row in "${ROWS[@]}"; do
     mkdir -p "$run" && cp -n "$CACHE/split.json" "$run/split.json"
     .venv/bin/python -c "import json, sys; c = json.load(open('$BASE')); c.update(json.loads(sys.argv[1])); json.dump(c, open('$run/config.json', 'w'), indent=2)" "$change"
     cached=(--views "$CACHE/views.npz" --stem-features "$CACHE/$STEM" --threads "$THREADS")
-    if [ "$row" = meta ] && [ ! -f "$run/meta_student.pt" ]; then
+    # meta writes meta_student.pt every 50 iterations: always resume it (a finished stage returns at once)
+    if [ "$row" = meta ] && [ ! -f "$run/student.pt" ]; then
         $T meta --run-dir "$run" --iterations "$META_ITERS" --config "$run/config.json" "${cached[@]}" --resume
     fi
     [ -f "$run/student.pt" ] || $T distill --run-dir "$run" --epochs "$EPOCHS" --config "$run/config.json" "${cached[@]}" \
