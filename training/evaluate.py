@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import cv2
@@ -20,12 +19,13 @@ import torch
 
 from model.inference import Prediction, load_classifier
 from model.preprocess import PreprocessConfig, preprocess_bgr
-from model.teacher import DEFAULT_TEACHER, TEACHER_FORMAT, TEACHER_INPUTS, teacher_from_payload
+from model.teacher import DEFAULT_TEACHER, TEACHER_FORMAT, TEACHER_INPUTS
 from model.unknown import softmax, unknown_scores
 
 from .camera_degrade import VAL_CAMERA, VAL_CAMERA_SEED, fixed_degradation
 from .data import DataError, scan_image_folder
 from .metrics import Metrics, compute_metrics, reject_curve
+from .teacher_train import load_teacher_spec
 
 REJECT_CURVE_THRESHOLDS = [0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -76,19 +76,19 @@ def is_teacher_checkpoint(path: Path) -> bool:
     return isinstance(d, dict) and d.get("format") == TEACHER_FORMAT
 
 
-def _teacher(path: Path, backend: str) -> Scored:
+def _teacher(path: Path, backend: str) -> tuple[Scored, PreprocessConfig]:
     """A teacher in torch at its own input; no temperature (1.0) and no unknown rule are stored in
     a teacher file, so its ECE is the raw one and its reject curve uses the maximum softmax."""
     if backend != "torch":
         raise ValueError(f"{path} is a teacher checkpoint: it is scored with --backend torch (not {backend})")
-    model, spec, names = teacher_from_payload(torch.load(path, map_location="cpu", weights_only=True), path)
+    model, spec, names = load_teacher_spec(path, torch.device("cpu"))
 
     def run(images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
             logits = model(torch.from_numpy(preprocess_bgr(images, spec.preprocess))).numpy()
         return logits, np.zeros((len(logits), 0), np.float32)
 
-    return Scored(names, run, 1.0, None)
+    return Scored(names, run, 1.0, None), spec.preprocess
 
 
 @dataclass(frozen=True)
@@ -112,13 +112,12 @@ class TeacherClassifier:
 
 
 def teacher_classifier(path: Path) -> TeacherClassifier:
-    d = torch.load(path, map_location="cpu", weights_only=True)
-    return TeacherClassifier(_teacher(path, "torch"), teacher_from_payload(d, path)[1].preprocess)
+    return TeacherClassifier(*_teacher(path, "torch"))
 
 
 def scored_checkpoint(checkpoint: Path, backend: str) -> Scored:
     if is_teacher_checkpoint(checkpoint):
-        return _teacher(checkpoint, backend)
+        return _teacher(checkpoint, backend)[0]
     clf = load_classifier(checkpoint, backend)  # type: ignore[arg-type]
     return Scored(clf.class_names, clf.logits_and_features, clf.checkpoint.temperature, clf.checkpoint.unknown)
 
