@@ -159,11 +159,12 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     distilling = str(teacher_path) != "none"
     if not distilling and args.imagenet_features is not None:
         raise ValueError("--teacher none trains without distillation; drop --imagenet-features (feature distillation) too")
+    cache_teacher = Path(str(ViewCache.load(args.views).teacher)) if args.views is not None else None  # whose logits the cache stores
     train_ds: torch.utils.data.Dataset
     if args.stem_features is not None:
         if args.views is None:
             raise ValueError("--stem-features goes with --views (the teacher's logits for the same views)")
-        stem_for_features(model, args.stem_features, Path(ViewCache.load(args.views).teacher))  # the stored outputs are of this very stem, frozen
+        stem_for_features(model, args.stem_features, cache_teacher)  # the stored outputs are of this very stem, frozen
         args.freeze_stem_stages = model.cfg.frozen_stem_stages  # the stages after them (cfg.stem_tuned_stages) train
         train_ds = stem_feature_dataset(args.views, args.stem_features, train, names)
         if args.imagenet_features is not None:
@@ -206,8 +207,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     else:
         model = ctx.wrap(FromStem(student) if args.stem_features is not None else student)
     weights = class_weights(train_ds.labels, len(names)).to(device) if args.balance == "weights" else None
-    if distilling and args.views is not None:
-        teacher_path = Path(str(ViewCache.load(args.views).teacher))  # the teacher whose logits the cache stores
+    if distilling and cache_teacher is not None:
+        teacher_path = cache_teacher
     criterion = DistillationLoss(args.tau, args.lam if distilling else 0.0, hard=args.hard, class_weight=weights)
     state, state_path, logger = TrainState(), run_dir / "distill_state.pt", JsonlLog(run_dir / "distill_log.jsonl")
     window = [args.epochs - max(1, math.ceil(args.average_tail * args.epochs)), args.epochs]  # epochs (start, end] averaged

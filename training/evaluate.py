@@ -106,9 +106,10 @@ class TeacherClassifier:
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         if len(images) == 0:
             return []
-        logits, _ = self.scored.logits_and_features(images)
-        probs = softmax(logits, self.scored.temperature)
-        return [Prediction(self.class_names[int(p.argmax())], float(p.max()), dict(zip(self.class_names, map(float, p))), 1.0 - float(p.max())) for p in probs]
+        logits, feats = self.scored.logits_and_features(images)
+        t = self.scored.temperature
+        probs, unknown = softmax(logits, t), unknown_scores(logits, feats, self.scored.unknown, t)
+        return [Prediction(self.class_names[int(p.argmax())], float(p.max()), dict(zip(self.class_names, map(float, p))), float(u)) for p, u in zip(probs, unknown)]
 
 
 def teacher_classifier(path: Path) -> TeacherClassifier:
