@@ -30,13 +30,14 @@ def test_lite0_weights_from_the_package_fill_every_key_of_timms_network() -> Non
         build_lite("efficientnet_lite9", 6)
 
 
-def test_lite1_weights_fill_every_key_too() -> None:
-    """Lite1 (the second teacher of the shipped ensemble; the `train` extra declares its package)."""
-    original = torch.load(pretrained_file("efficientnet_lite1"), map_location="cpu", weights_only=True)
-    net = build_lite("efficientnet_lite1", 1000, pretrained=False)
+@pytest.mark.parametrize("variant", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_the_larger_teachers_weights_fill_every_key_too(variant: str) -> None:
+    """Lite1 and Lite2, the larger teachers (the `train` extra declares their packages)."""
+    original = torch.load(pretrained_file(variant), map_location="cpu", weights_only=True)
+    net = build_lite(variant, 1000, pretrained=False)
     renamed = lite_state_dict(original, net)
     assert set(renamed) == set(net.state_dict()) and all(renamed[k].shape == v.shape for k, v in net.state_dict().items())
-    assert torch.equal(build_lite("efficientnet_lite1", 6).conv_stem.weight, original["_conv_stem.weight"])
+    assert torch.equal(build_lite(variant, 6).conv_stem.weight, original["_conv_stem.weight"])
 
 
 def test_pretrained_features_tell_real_structure_from_noise() -> None:
