@@ -21,7 +21,9 @@ shopt -s inherit_errexit  # a failed stem pass inside $(camera_stems ...) stops 
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/main}
 DEVICE=${DEVICE:-cpu}
-TEACHER_EPOCHS=${TEACHER_EPOCHS:-8}
+TEACHER_ARCH=${TEACHER_ARCH:-efficientnet_lite0}  # efficientnet_lite2: the larger teacher (docs/results.md, tenth session)
+TEACHER_EPOCHS=${TEACHER_EPOCHS:-8}               # the teacher's first leg (Lite2 was trained 10)
+TEACHER_WARM_EPOCHS=${TEACHER_WARM_EPOCHS:-8}     # its second leg, at 4e-4
 VIEWS=${VIEWS:-10}
 # the shipped student starts from random init: distilled from the meta stage's weights it scored 0.894
 # against 0.904 (docs/results.md, "The meta stage, measured"); META_ITERS=300 runs the patent's first training
@@ -37,8 +39,10 @@ CONFIG=${CONFIG:-training/configs/student_lite0_192x144_tune1.json}
 T=.venv/bin/wastesort-train
 mkdir -p "$RUN"
 if [ ! -f "$RUN/teacher.pt" ] || [ -f "$RUN/teacher_state.pt" ]; then
-    $T teacher --run-dir "$RUN/teacher_first" --device "$DEVICE" --epochs "$TEACHER_EPOCHS" --workers "$WORKERS" --resume
-    $T teacher --run-dir "$RUN" --device "$DEVICE" --epochs "$TEACHER_EPOCHS" --lr 4e-4 --init "$RUN/teacher_first/teacher.pt" --workers "$WORKERS" --resume
+    # every teacher sees the views at 256x192, so the stored views, stem outputs and ImageNet features fit any of them
+    $T teacher --run-dir "$RUN/teacher_first" --device "$DEVICE" --arch "$TEACHER_ARCH" --height 256 --width 192 --epochs "$TEACHER_EPOCHS" \
+        --workers "$WORKERS" --resume
+    $T teacher --run-dir "$RUN" --device "$DEVICE" --epochs "$TEACHER_WARM_EPOCHS" --lr 4e-4 --init "$RUN/teacher_first/teacher.pt" --workers "$WORKERS" --resume
 fi
 [ -f "$RUN/imagenet_features.npy" ] || $T teacher-cache --run-dir "$RUN" --device "$DEVICE" --views "$VIEWS" --student-config "$CONFIG" \
     --stem-source "$STEM_SOURCE" --flip-average --imagenet-features --workers "$WORKERS"
