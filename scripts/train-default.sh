@@ -16,6 +16,11 @@
 # into the targets; CAMERA=0.2 degrades that share of the student's views as a belt camera would.
 # To skip the teacher's 25-40 minutes, copy training/weights/teacher_efficientnet_lite0.pt to
 # RUN_DIR/teacher.pt and training/splits/trashnet_seed0.json to RUN_DIR/split.json first.
+# FINAL_FIT=1 is the final fit of the shipped model: the same recipe on every photo
+# (training/splits/trashnet_all_seed0.json); the teacher is the committed one, FINAL_TEACHER_EPOCHS
+# more on every photo at 2e-4; the reject rule is fitted on trashnet_seed0.json (descriptor statistics
+# from its training photos, threshold from its held-out ones: the descriptor is ImageNet's, fixed) and
+# the temperature is FINAL_TEMPERATURE, the one the recipe fitted on held-out photos (runs/t11).
 set -euo pipefail
 shopt -s inherit_errexit  # a failed stem pass inside $(camera_stems ...) stops the script
 cd "$(dirname "$0")/.."
@@ -36,9 +41,20 @@ LITE1_EPOCHS=${LITE1_EPOCHS:-0}   # 0: one teacher (shipped)
 CAMERA=${CAMERA:-0}               # the first leg's share of camera-degraded views (shipped: 0)
 WORKERS=${WORKERS:-0}   # data-loading processes: use several on a GPU machine
 CONFIG=${CONFIG:-training/configs/student_lite0_192x144_tune1.json}
+FINAL_FIT=${FINAL_FIT:-0}
+FINAL_TEACHER_EPOCHS=${FINAL_TEACHER_EPOCHS:-4}
+FINAL_TEMPERATURE=${FINAL_TEMPERATURE:-1.157}
+HOLDOUT_SPLIT=training/splits/trashnet_seed0.json
 T=.venv/bin/wastesort-train
 mkdir -p "$RUN"
-if [ ! -f "$RUN/teacher.pt" ] || [ -f "$RUN/teacher_state.pt" ]; then
+if [ "$FINAL_FIT" = 1 ]; then
+    [ -f "$RUN/split.json" ] || cp training/splits/trashnet_all_seed0.json "$RUN/split.json"
+    cmp -s "$RUN/split.json" training/splits/trashnet_all_seed0.json || { echo "error: $RUN/split.json is not the final fit's split" >&2; exit 1; }
+    if [ ! -f "$RUN/teacher.pt" ] || [ -f "$RUN/teacher_state.pt" ]; then
+        $T teacher --run-dir "$RUN" --device "$DEVICE" --epochs "$FINAL_TEACHER_EPOCHS" --lr 2e-4 --init training/weights/teacher_efficientnet_lite0.pt \
+            --workers "$WORKERS" --resume
+    fi
+elif [ ! -f "$RUN/teacher.pt" ] || [ -f "$RUN/teacher_state.pt" ]; then
     # every teacher sees the views at 256x192, so the stored views, stem outputs and ImageNet features fit any of them
     $T teacher --run-dir "$RUN/teacher_first" --device "$DEVICE" --arch "$TEACHER_ARCH" --height 256 --width 192 --epochs "$TEACHER_EPOCHS" \
         --workers "$WORKERS" --resume
@@ -77,7 +93,14 @@ if [ "$WARM_EPOCHS" -gt 0 ]; then  # second leg: the same stored views from the 
 fi
 # the reject rule: Mahalanobis on the ImageNet descriptor (ImageNet stem) or on the class token, fitted on photos and rendered views
 if [ "$STEM_SOURCE" = imagenet ]; then FEATURES=imagenet; else FEATURES=class_token; fi
-$T unknown-fit --checkpoint "$OUT/student.pt" --split "$RUN/split.json" --method mahalanobis --features "$FEATURES" --views 2 --camera "$CAMERA"
-$T evaluate --checkpoint "$OUT/student.pt" --data "$RUN/split.json" --json > "$OUT/student_eval.json"
+if [ "$FINAL_FIT" = 1 ]; then  # no held-out photos of its own: the recipe's held-out split and temperature
+    $T unknown-fit --checkpoint "$OUT/student.pt" --split "$HOLDOUT_SPLIT" --method mahalanobis --features "$FEATURES" --views 2 --camera "$CAMERA" \
+        --temperature "$FINAL_TEMPERATURE"
+    # its "validation" photos are training photos here: a fit check, not a held-out measure
+    $T evaluate --checkpoint "$OUT/student.pt" --data "$RUN/split.json" --json > "$OUT/student_fit_check.json"
+else
+    $T unknown-fit --checkpoint "$OUT/student.pt" --split "$RUN/split.json" --method mahalanobis --features "$FEATURES" --views 2 --camera "$CAMERA"
+    $T evaluate --checkpoint "$OUT/student.pt" --data "$RUN/split.json" --json > "$OUT/student_eval.json"
+fi
 $T export --checkpoint "$OUT/student.pt"
 echo "done: $OUT/student.pt (install with: $T export --checkpoint $OUT/student.pt --install model/weights/default.pt)"

@@ -223,6 +223,14 @@ def test_unknown_fit_swaps_the_scorer_of_a_trained_checkpoint(image_folder: Path
     assert camera.meta["unknown_refit"]["camera"] == 1.0 and camera.unknown["means"] != viewed.unknown["means"]
     assert train_main([*args, "--method", "mahalanobis", "--views", "1", "--camera", "1.5"]) == 2
     assert train_main([*args, "--method", "mahalanobis", "--views", "-1"]) == 2
+    # a final fit on every photo carries its recipe's held-out temperature; the MSP threshold follows it
+    assert train_main([*args, "--method", "msp", "--out", str(tmp_path / "t0.pt")]) == 0
+    assert train_main([*args, "--method", "msp", "--temperature", "3.0", "--out", str(tmp_path / "t3.pt")]) == 0
+    native, carried = load_checkpoint(tmp_path / "t0.pt"), load_checkpoint(tmp_path / "t3.pt")
+    assert carried.temperature == 3.0 and native.temperature == before.temperature
+    assert carried.meta["unknown_refit"]["temperature_fitted"] == before.temperature
+    assert carried.unknown["centre"] != native.unknown["centre"]
+    assert train_main([*args, "--method", "msp", "--temperature", "0"]) == 2
     with pytest.raises(SystemExit):  # argparse refuses a scorer it does not know
         train_main([*args, "--method", "oracle"])
     assert "invalid choice: 'oracle'" in capsys.readouterr().err

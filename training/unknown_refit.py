@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, default=0, help="also fit on N rendered views of every training photo and set the threshold on the validation photos plus one view each on another backdrop: the line shows items on a belt, not on TrashNet's board")
     p.add_argument("--camera", type=float, default=0.0, help="with --views: this share of the views degraded as a belt camera would (downscaled, JPEG: training.camera_degrade), so the threshold keeps known items seen through a camera too")
     p.add_argument("--masks", type=Path, default=Path("runs/masks"), help="with --views: the cut-out masks (computed there on first use)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="replace the checkpoint's softmax temperature: a final fit on every photo has no held-out photos to fit its own, "
+                        "so it takes the temperature its recipe fitted on held-out photos (scripts/train-default.sh FINAL_FIT=1)")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -64,13 +67,17 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError("--descriptor-blocks goes with --features imagenet")
     if args.views < 0:
         raise ValueError(f"--views must be >= 0, got {args.views}")
+    if args.temperature is not None and not 0.05 <= args.temperature <= 20.0:
+        raise ValueError(f"--temperature must be in [0.05, 20], got {args.temperature}")
+    temperature = ckpt.temperature if args.temperature is None else args.temperature
     model = ckpt.build_model()
     datasets = [CachedImageDataset(samples, ckpt.preprocess) for samples in (train, val)]
     if args.views:
         datasets = [ConcatDataset([datasets[0], _views(train, args.views, VIEW_SEED, ckpt.preprocess, args.masks, args.camera)]),
                     ConcatDataset([datasets[1], _views(val, 1, VAL_PASTED_SEED, ckpt.preprocess, args.masks, args.camera)])]
     loaders = [make_loader(d, 64, False) for d in datasets]
-    unknown = fit_for_model(model, *loaders, torch.device("cpu"), ckpt.temperature, args.method, args.features, args.descriptor_blocks)
-    meta = {**ckpt.meta, "unknown_refit": {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "method": args.method, "features": args.features, "descriptor_blocks": unknown.get("descriptor_blocks"), "split": str(args.split), "views": args.views, "camera": args.camera}}
-    out = save_checkpoint(args.out or args.checkpoint, model, ckpt.class_names, ckpt.preprocess, ckpt.temperature, unknown, meta)
-    return {"checkpoint": str(out), "method": args.method, "features": args.features, "descriptor_blocks": unknown.get("descriptor_blocks"), "centre": unknown["centre"], "slope": unknown["slope"], "bytes": out.stat().st_size}
+    unknown = fit_for_model(model, *loaders, torch.device("cpu"), temperature, args.method, args.features, args.descriptor_blocks)
+    meta = {**ckpt.meta, "unknown_refit": {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "method": args.method, "features": args.features, "descriptor_blocks": unknown.get("descriptor_blocks"), "split": str(args.split), "views": args.views, "camera": args.camera,
+                                           "temperature": temperature, "temperature_fitted": ckpt.temperature}}
+    out = save_checkpoint(args.out or args.checkpoint, model, ckpt.class_names, ckpt.preprocess, temperature, unknown, meta)
+    return {"checkpoint": str(out), "method": args.method, "features": args.features, "descriptor_blocks": unknown.get("descriptor_blocks"), "centre": unknown["centre"], "slope": unknown["slope"], "temperature": temperature, "bytes": out.stat().st_size}
