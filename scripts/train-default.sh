@@ -93,14 +93,12 @@ if [ "$WARM_EPOCHS" -gt 0 ]; then  # second leg: the same stored views from the 
 fi
 # the reject rule: Mahalanobis on the ImageNet descriptor (ImageNet stem) or on the class token, fitted on photos and rendered views
 if [ "$STEM_SOURCE" = imagenet ]; then FEATURES=imagenet; else FEATURES=class_token; fi
+FIT_SPLIT="$RUN/split.json" FIT_EXTRA=() EVAL_OUT="$OUT/student_eval.json"
 if [ "$FINAL_FIT" = 1 ]; then  # no held-out photos of its own: the recipe's held-out split and temperature
-    $T unknown-fit --checkpoint "$OUT/student.pt" --split "$HOLDOUT_SPLIT" --method mahalanobis --features "$FEATURES" --views 2 --camera "$CAMERA" \
-        --temperature "$FINAL_TEMPERATURE"
-    # its validation photos are the demo's 24: held out, but too few to measure the recipe by
-    $T evaluate --checkpoint "$OUT/student.pt" --data "$RUN/split.json" --json > "$OUT/student_eval_demo_photos.json"
-else
-    $T unknown-fit --checkpoint "$OUT/student.pt" --split "$RUN/split.json" --method mahalanobis --features "$FEATURES" --views 2 --camera "$CAMERA"
-    $T evaluate --checkpoint "$OUT/student.pt" --data "$RUN/split.json" --json > "$OUT/student_eval.json"
+    FIT_SPLIT="$HOLDOUT_SPLIT" FIT_EXTRA=(--temperature "$FINAL_TEMPERATURE")
+    EVAL_OUT="$OUT/student_eval_demo_photos.json"  # its validation photos are the demo's 24: held out, too few to measure the recipe by
 fi
+$T unknown-fit --checkpoint "$OUT/student.pt" --split "$FIT_SPLIT" --method mahalanobis --features "$FEATURES" --views 2 --camera "$CAMERA" "${FIT_EXTRA[@]}"
+$T evaluate --checkpoint "$OUT/student.pt" --data "$RUN/split.json" --json > "$EVAL_OUT"
 $T export --checkpoint "$OUT/student.pt"
 echo "done: $OUT/student.pt (install with: $T export --checkpoint $OUT/student.pt --install model/weights/default.pt)"
