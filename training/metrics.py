@@ -58,13 +58,16 @@ def compute_metrics(logits: np.ndarray, labels: np.ndarray, class_names: list[st
     )
 
 
+TEMPERATURE_RANGE = (0.05, 20.0)  # the temperatures fit_temperature searches, and the ones a checkpoint may be given
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """Temperature scaling: the T > 0 minimising validation NLL (1-D search, log-spaced then refined)."""
     def nll(t: float) -> float:
         p = softmax(logits, t)
         return float(-np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, None)).mean())
 
-    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 200))
+    grid = np.exp(np.linspace(np.log(TEMPERATURE_RANGE[0]), np.log(TEMPERATURE_RANGE[1]), 200))
     best = float(grid[int(np.argmin([nll(t) for t in grid]))])
     fine = np.linspace(best * 0.9, best * 1.1, 81)
     return float(fine[int(np.argmin([nll(t) for t in fine]))])

@@ -27,6 +27,7 @@ from .cutout import MaskStore
 
 from .data import CachedImageDataset, Sample, load_split
 from .loop import make_loader
+from .metrics import TEMPERATURE_RANGE
 from .teacher_train import VAL_PASTED_SEED
 from .unknown_fit import fit_for_model
 from .view_data import SeededViews, load_photos, view_seeds
@@ -67,8 +68,9 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError("--descriptor-blocks goes with --features imagenet")
     if args.views < 0:
         raise ValueError(f"--views must be >= 0, got {args.views}")
-    if args.temperature is not None and not 0.05 <= args.temperature <= 20.0:
-        raise ValueError(f"--temperature must be in [0.05, 20], got {args.temperature}")
+    low, high = TEMPERATURE_RANGE
+    if args.temperature is not None and not low <= args.temperature <= high:
+        raise ValueError(f"--temperature must be in [{low}, {high}], got {args.temperature}")
     temperature = ckpt.temperature if args.temperature is None else args.temperature
     model = ckpt.build_model()
     datasets = [CachedImageDataset(samples, ckpt.preprocess) for samples in (train, val)]
