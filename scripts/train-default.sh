@@ -48,6 +48,7 @@ HOLDOUT_SPLIT=training/splits/trashnet_seed0.json
 T=.venv/bin/wastesort-train
 mkdir -p "$RUN"
 if [ "$FINAL_FIT" = 1 ]; then
+    [ "$TEACHER_ARCH" = efficientnet_lite0 ] || { echo "error: FINAL_FIT continues the committed Lite0 teacher; TEACHER_ARCH=$TEACHER_ARCH does not apply" >&2; exit 1; }
     [ -f "$RUN/split.json" ] || cp training/splits/trashnet_all_seed0.json "$RUN/split.json"
     cmp -s "$RUN/split.json" training/splits/trashnet_all_seed0.json || { echo "error: $RUN/split.json is not the final fit's split" >&2; exit 1; }
     if [ ! -f "$RUN/teacher.pt" ] || [ -f "$RUN/teacher_state.pt" ]; then

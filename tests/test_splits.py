@@ -44,3 +44,11 @@ def test_the_final_fit_refuses_a_run_directory_holding_another_split(tmp_path: P
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "not the final fit's split" in done.stderr
     assert sorted(p.name for p in run.iterdir()) == ["split.json"]  # nothing trained, nothing written
+
+
+def test_the_final_fit_refuses_another_teacher_architecture(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "train-default.sh"), str(run)],
+                          env={"FINAL_FIT": "1", "TEACHER_ARCH": "efficientnet_lite2", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "TEACHER_ARCH=efficientnet_lite2 does not apply" in done.stderr
+    assert list(run.iterdir()) == []  # refused before it wrote a split or trained a teacher
