@@ -5,12 +5,13 @@
 # the same for every row (the stem is not what changes). Resumable: a finished row is skipped.
 # Usage: scripts/ablation-cached.sh CACHE_RUN [ROWS...]
 #   CACHE_RUN holds split.json, views.npz, imagenet_features.npy and the stem outputs $STEM
-#   ROWS (default: all four):
+#   ROWS (default: all five):
+#     full        nothing changed: the shipped recipe's first leg itself (runs/t9 in docs/results.md),
+#                 the reference the other rows are read against when the cache is rebuilt
 #     global      plain global attention instead of global + window
 #     mlp         a plain MLP instead of the convolutional feed-forward
 #     no-distill  labels only: no teacher logits, no ImageNet features (cross-entropy on both heads)
 #     meta        the patent's first training (META_ITERS meta-iterations) before the same distillation
-#   The full row is the shipped recipe's first leg itself (runs/t9 in docs/results.md).
 # Environment: BASE (config, default the shipped one), STEM (stem-output file name inside
 # CACHE_RUN, default stem_imagenet4.npy), EPOCHS (40), META_ITERS (300), THREADS (2).
 # Each row writes runs/abl_<row>/student.pt, eval.json and eval_camera.json.
@@ -20,23 +21,29 @@ cd "$(dirname "$0")/.."
 CACHE=${1:?usage: scripts/ablation-cached.sh CACHE_RUN [ROWS...]}
 shift
 ROWS=("$@")
-[ ${#ROWS[@]} -gt 0 ] || ROWS=(global mlp no-distill meta)
+[ ${#ROWS[@]} -gt 0 ] || ROWS=(full global mlp no-distill meta)
 EPOCHS=${EPOCHS:-40}
 META_ITERS=${META_ITERS:-300}
 THREADS=${THREADS:-2}
 BASE=${BASE:-training/configs/student_lite0_192x144_tune1.json}
 STEM=${STEM:-stem_imagenet4.npy}
 T=.venv/bin/wastesort-train
+for row in "${ROWS[@]}"; do  # every row checked before the first trains: a typo must not wait behind a 15-minute run
+    case "$row" in
+        full | global | mlp | no-distill | meta) ;;
+        *) echo "unknown row $row (full, global, mlp, no-distill, meta)" >&2; exit 2 ;;
+    esac
+done
 for row in "${ROWS[@]}"; do
     change='{}'
     targets=(--imagenet-features "$CACHE/imagenet_features.npy")
     init=()
     case "$row" in
+        full) ;;
         global) change='{"window_radius": null}' ;;
         mlp) change='{"conv_ffn": false}' ;;
         no-distill) targets=(--teacher none) ;;
         meta) init=(--init "runs/abl_$row/meta_student.pt") ;;
-        *) echo "unknown row $row (global, mlp, no-distill, meta)" >&2; exit 2 ;;
     esac
     run=runs/abl_$row
     mkdir -p "$run" && cp -n "$CACHE/split.json" "$run/split.json"

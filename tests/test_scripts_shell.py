@@ -3,6 +3,7 @@ before it trains anything (a typo must not cost a 15-minute run of the wrong row
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,11 +19,18 @@ def test_script_parses(script: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_ablation_script_refuses_an_unknown_row(tmp_path: Path) -> None:
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "ablation-cached.sh"), str(tmp_path), "no-distil"], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("rows", [["no-distil"], ["global", "no-distil"]], ids=["alone", "behind a valid row"])
+def test_ablation_script_refuses_an_unknown_row(tmp_path: Path, rows: list[str]) -> None:
+    """Every row is checked before the first one trains: a typo behind a valid row fails at once,
+    with nothing created for the valid row either. The script runs from a copy, so the runs/ it
+    would write to is the copy's."""
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "ablation-cached.sh"
+    shutil.copy(ROOT / "scripts" / "ablation-cached.sh", script)
+    done = subprocess.run(["bash", str(script), str(tmp_path / "cache"), *rows], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "unknown row no-distil" in done.stderr
-    assert not (ROOT / "runs" / "abl_no-distil").exists()
+    assert not (tmp_path / "runs").exists()
 
 
 def test_ablation_script_needs_a_cache_run() -> None:
