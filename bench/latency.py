@@ -3,22 +3,33 @@
 photos' 256x192 (the fine-tuned CNN a user would otherwise pick), all in one process run so
 the ratios hold.
 
-Each model runs in its own child process (spawned one after another), so that its peak
-memory is its own; every timing includes the same preprocessing (`model.preprocess`).
+Each model is loaded in its own child process, so that its peak memory is its own, and all the
+models of one batch size are timed in alternation: `rounds` rounds, in each of which every model
+makes its share of the timed calls in turn (after ROUND_WARMUP untimed ones). A shared machine
+whose speed drifts during the run (seen here: ResNet-50 from 37 to 97 ms between runs) then slows
+every model alike, so the ratios issue 19 sets compare like with like. Each round's median is
+kept, and the report gives the spread of the per-round ratios as well as their median.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from .timing import stats
+from .timing import LatencyStats, peak_rss_mb, time_call
 
 SAMPLES = Path(__file__).resolve().parent.parent / "daemon" / "samples"
+ROUND_WARMUP = 2  # untimed calls at the start of every round: caches and thread pools after another model ran
+MAX_ROUNDS = 10
+
+Step = Callable[[], object]
 
 
 def sample_images(n: int) -> list[np.ndarray]:
@@ -29,7 +40,11 @@ def sample_images(n: int) -> list[np.ndarray]:
     return [rng.integers(0, 256, (256, 192, 3), np.uint8) for _ in range(n)]
 
 
-def _student(model_path: str | None, backend: str, batch: int, warmup: int, runs: int, threads: int) -> dict[str, Any]:
+def time_call_per_item(fn: Any, warmup: int, runs: int, batch: int) -> np.ndarray:
+    return time_call(fn, warmup, runs) / batch
+
+
+def _student(model_path: str, backend: str, batch: int, threads: int) -> tuple[Step, dict[str, Any]]:
     import torch
 
     from model import load_classifier
@@ -37,18 +52,11 @@ def _student(model_path: str | None, backend: str, batch: int, warmup: int, runs
     torch.set_num_threads(threads)
     clf = load_classifier(model_path, backend, threads=threads)  # type: ignore[arg-type]
     imgs = sample_images(batch)
-    ms = time_call_per_item(lambda: clf.predict(imgs), warmup, runs, batch)
-    size = Path(model_path).stat().st_size if model_path else None
-    return stats(f"student/{backend}", ms, batch=batch, file_bytes=size, input=f"{clf.preprocess.height}x{clf.preprocess.width}").to_dict()
+    extra = {"file_bytes": Path(model_path).stat().st_size, "input": f"{clf.preprocess.height}x{clf.preprocess.width}"}
+    return (lambda: clf.predict(imgs)), extra
 
 
-def time_call_per_item(fn: Any, warmup: int, runs: int, batch: int) -> np.ndarray:
-    from .timing import time_call
-
-    return time_call(fn, warmup, runs) / batch
-
-
-def _torchvision(kind: str, height: int, width: int, batch: int, warmup: int, runs: int, threads: int, num_classes: int) -> dict[str, Any]:
+def _torchvision(kind: str, height: int, width: int, batch: int, threads: int, num_classes: int) -> tuple[Step, dict[str, Any]]:
     import torch
     from torchvision.models import mobilenet_v3_small, resnet50
 
@@ -63,12 +71,10 @@ def _torchvision(kind: str, height: int, width: int, batch: int, warmup: int, ru
         with torch.inference_mode():
             net(torch.from_numpy(preprocess_bgr(imgs, pre)))
 
-    ms = time_call_per_item(run, warmup, runs, batch)
-    params = sum(p.numel() for p in net.parameters())
-    return stats(f"{kind}@{height}x{width}", ms, batch=batch, params=params).to_dict()
+    return run, {"params": sum(p.numel() for p in net.parameters())}
 
 
-def _lite_onnx(variant: str, height: int, width: int, batch: int, warmup: int, runs: int, threads: int, num_classes: int) -> dict[str, Any]:
+def _lite_onnx(variant: str, height: int, width: int, batch: int, threads: int, num_classes: int) -> tuple[Step, dict[str, Any]]:
     """A fine-tuned-size EfficientNet-Lite in ONNX Runtime (fp32): the model a user would pick instead."""
     import torch
 
@@ -90,14 +96,73 @@ def _lite_onnx(variant: str, height: int, width: int, batch: int, warmup: int, r
     pre = PreprocessConfig(height=height, width=width, mean=LITE_MEAN, std=LITE_STD)
     runner = OnnxRunner(export_onnx_bytes(TwoOutputs(net), pre), threads)
     imgs = sample_images(batch)
-    ms = time_call_per_item(lambda: runner(preprocess_bgr(imgs, pre)), warmup, runs, batch)
-    return stats(f"{variant}/onnx@{height}x{width}", ms, batch=batch, params=sum(p.numel() for p in net.parameters())).to_dict()
+    return (lambda: runner(preprocess_bgr(imgs, pre))), {"params": sum(p.numel() for p in net.parameters())}
 
 
-def _in_child(fn: Any, *args: Any) -> dict[str, Any]:
+def _serve(conn: Connection, build: Callable[..., tuple[Step, dict[str, Any]]], args: tuple[Any, ...], batch: int) -> None:
+    """Child process: build one model, then time it whenever the parent asks, until told to stop."""
+    try:
+        step, extra = build(*args)
+    except Exception as exc:  # noqa: BLE001 - sent to the parent, which raises it
+        conn.send(("error", exc))
+        return
+    conn.send(("ready", extra))
+    while (request := conn.recv()) is not None:
+        warmup, runs = request
+        conn.send(time_call(step, warmup, runs) / batch)
+    conn.send(peak_rss_mb())
+
+
+class _TimedModel:
+    """The parent's end of one model's child process: its timings, round by round."""
+
+    def __init__(self, ctx: Any, name: str, build: Callable[..., tuple[Step, dict[str, Any]]], args: tuple[Any, ...], batch: int) -> None:
+        self.name, self.batch = name, batch
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child, build, args, batch), daemon=True)
+        self._proc.start()
+        status, payload = self._conn.recv()
+        if status == "error":
+            self._proc.join()
+            raise payload
+        self.extra: dict[str, Any] = payload
+        self.rounds: list[np.ndarray] = []
+
+    def time(self, warmup: int, runs: int) -> None:
+        self._conn.send((warmup, runs))
+        self.rounds.append(self._conn.recv())
+
+    def finish(self) -> dict[str, Any]:
+        self._conn.send(None)
+        rss = float(self._conn.recv())
+        self._proc.join()
+        ms = np.concatenate(self.rounds)
+        extra = {"batch": self.batch, **self.extra, "round_medians_ms": [round(float(np.median(r)), 3) for r in self.rounds]}
+        return LatencyStats(self.name, float(np.median(ms)), float(np.percentile(ms, 95)), len(ms), rss, extra).to_dict()
+
+    def stop(self) -> None:
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+
+
+def time_in_alternation(models: list[tuple[str, Callable[..., tuple[Step, dict[str, Any]]], tuple[Any, ...]]], batch: int,
+                        warmup: int, runs: int) -> list[dict[str, Any]]:
+    """Load every model in its own child, then time them round by round, each in turn (see the module doc)."""
     ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(fn, args)
+    rounds = max(1, min(MAX_ROUNDS, runs))
+    per_round = math.ceil(runs / rounds)
+    timed: list[_TimedModel] = []
+    try:
+        for name, build, args in models:
+            timed.append(_TimedModel(ctx, name, build, args, batch))
+        for r in range(rounds):
+            for m in timed:
+                m.time(warmup if r == 0 else ROUND_WARMUP, per_round)
+        return [m.finish() for m in timed]
+    finally:
+        for m in timed:
+            m.stop()
 
 
 def run_latency(model_path: str | None, backends: list[str], batches: list[int], warmup: int, runs: int, threads: int) -> list[dict[str, Any]]:
@@ -110,10 +175,14 @@ def run_latency(model_path: str | None, backends: list[str], batches: list[int],
     path = str(model_path or DEFAULT_MODEL_PATH)
     results = []
     for batch in batches:
-        for backend in backends:
-            results.append(_in_child(_student, path, backend, batch, warmup, runs, threads))
-        results.append(_in_child(_torchvision, "resnet50", 224, 224, batch, warmup, runs, threads, k))
-        results.append(_in_child(_torchvision, "resnet50", h, w, batch, warmup, runs, threads, k))
-        results.append(_in_child(_torchvision, "mobilenet_v3_small", h, w, batch, warmup, runs, threads, k))
-        results.append(_in_child(_lite_onnx, "efficientnet_lite0", 256, 192, batch, warmup, runs, threads, k))
+        models: list[tuple[str, Callable[..., tuple[Step, dict[str, Any]]], tuple[Any, ...]]] = [
+            (f"student/{backend}", _student, (path, backend, batch, threads)) for backend in backends
+        ]
+        models += [
+            ("resnet50@224x224", _torchvision, ("resnet50", 224, 224, batch, threads, k)),
+            (f"resnet50@{h}x{w}", _torchvision, ("resnet50", h, w, batch, threads, k)),
+            (f"mobilenet_v3_small@{h}x{w}", _torchvision, ("mobilenet_v3_small", h, w, batch, threads, k)),
+            ("efficientnet_lite0/onnx@256x192", _lite_onnx, ("efficientnet_lite0", 256, 192, batch, threads, k)),
+        ]
+        results += time_in_alternation(models, batch, warmup, runs)
     return results

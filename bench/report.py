@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 def _f(v: Any, nd: int = 1) -> str:
     return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+
+
+def _round_ratios(model: dict[str, Any], reference: dict[str, Any]) -> list[float]:
+    """model / reference in each round both were timed in (bench/latency.py); empty for older results."""
+    a, b = model["extra"].get("round_medians_ms") or [], reference["extra"].get("round_medians_ms") or []
+    return [x / y for x, y in zip(a, b) if y > 0] if len(a) == len(b) else []
 
 
 def render(result: dict[str, Any], command: str) -> str:
@@ -25,22 +33,30 @@ def render(result: dict[str, Any], command: str) -> str:
         lat = result["latency"]
         lines += ["## Model latency per item (preprocessing included)", "", "| model | batch | median ms | p95 ms | peak RSS MB | notes |", "| --- | --- | --- | --- | --- | --- |"]
         for r in lat:
-            notes = ", ".join(f"{k}={v}" for k, v in r["extra"].items() if k not in ("batch",) and v is not None)
+            notes = ", ".join(f"{k}={v}" for k, v in r["extra"].items() if k not in ("batch", "round_medians_ms") and v is not None)
             lines.append(f"| {r['name']} | {r['extra'].get('batch')} | {_f(r['median_ms'], 2)} | {_f(r['p95_ms'], 2)} | {_f(r['peak_rss_mb'], 0)} | {notes} |")
-        lines += ["", "Ratios (batch 1, median):", ""]
-        b1 = {r["name"]: r["median_ms"] for r in lat if r["extra"].get("batch") == 1}
-        students = {k: v for k, v in b1.items() if k.startswith("student/")}
+        b1 = [r for r in lat if r["extra"].get("batch") == 1]
+        n_rounds = max((len(r["extra"].get("round_medians_ms") or []) for r in b1), default=0)
+        lines += ["", f"Ratios (batch 1; the models timed in alternation, {n_rounds} rounds: the median of the per-round ratios, "
+                      "their range in brackets):" if n_rounds > 1 else "Ratios (batch 1, median):", ""]
+        students = [r for r in b1 if r["name"].startswith("student/")]
         if students:
-            best_name, best = min(students.items(), key=lambda kv: kv[1])
-            teacher = next((v for k, v in b1.items() if k == "resnet50@224x224"), None)
-            mnv3 = next((v for k, v in b1.items() if k.startswith("mobilenet_v3_small")), None)
-            if teacher:
-                lines.append(f"- best student ({best_name}) / ResNet-50 @224×224 eager: {best / teacher:.3f} (target ≤ 0.1)")
-            if mnv3:
-                lines.append(f"- best student ({best_name}) / MobileNetV3-small at the same input: {best / mnv3:.2f}× (target ≤ 3×)")
-            lite = next((v for k, v in b1.items() if k.startswith("efficientnet_lite0/onnx")), None)
-            if lite:
-                lines.append(f"- best student ({best_name}) / EfficientNet-Lite0 in ONNX Runtime @256×192: {best / lite:.2f}× (target ≤ 1)")
+            best = min(students, key=lambda r: r["median_ms"])
+            references = [
+                ("resnet50@224x224", "ResNet-50 @224×224 eager", "{:.3f}", "≤ 0.1"),
+                ("mobilenet_v3_small", "MobileNetV3-small at the same input", "{:.2f}×", "≤ 3×"),
+                ("efficientnet_lite0/onnx", "EfficientNet-Lite0 in ONNX Runtime @256×192", "{:.2f}×", "≤ 1"),
+            ]
+            for prefix, label, fmt, target in references:
+                ref = next((r for r in b1 if r["name"].startswith(prefix)), None)
+                if ref is None:
+                    continue
+                per_round = _round_ratios(best, ref)
+                if len(per_round) > 1:
+                    figure = f"{fmt.format(float(np.median(per_round)))} ({fmt.format(min(per_round))}–{fmt.format(max(per_round))})"
+                else:
+                    figure = fmt.format(best["median_ms"] / ref["median_ms"])
+                lines.append(f"- best student ({best['name']}) / {label}: {figure} (target {target})")
         lines.append("")
     if "profile" in result:
         prof = result["profile"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.cli import main as bench_main
@@ -20,6 +21,29 @@ def test_latency_benchmark_reports_every_model(tiny_checkpoint: Path, capsys: py
     assert all(r["median_ms"] > 0 and r["p95_ms"] >= r["median_ms"] - 1e-9 and r["peak_rss_mb"] > 0 for r in result["latency"])
     md = render(result, "wastesort bench latency")
     assert "ResNet-50 @224×224" in md and "MobileNetV3-small" in md and "EfficientNet-Lite0 in ONNX Runtime" in md
+
+
+def test_latency_models_are_timed_in_alternation_and_the_ratios_per_round(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every model gets one median per round; the rendered ratios are the per-round ratios' median and range."""
+    rc = bench_main(["latency", "--model", str(tiny_checkpoint), "--backends", "onnx", "--batches", "1", "--runs", "3", "--warmup", "0", "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert all(len(r["extra"]["round_medians_ms"]) == 3 and r["runs"] == 3 for r in result["latency"])
+    md = render(result, "wastesort bench latency")
+    assert "timed in alternation, 3 rounds" in md and "round_medians_ms" not in md
+
+    def entry(name: str, rounds: list[float]) -> dict:
+        return {"name": name, "median_ms": float(np.median(rounds)), "p95_ms": max(rounds), "runs": len(rounds), "peak_rss_mb": 1.0,
+                "extra": {"batch": 1, "round_medians_ms": rounds}}
+
+    # the machine halves its speed in the second round: per round the student is 0.5x and 0.6x of Lite0
+    made_up = {**result, "latency": [entry("student/onnx", [1.0, 2.4]), entry("efficientnet_lite0/onnx@256x192", [2.0, 4.0])]}
+    assert "EfficientNet-Lite0 in ONNX Runtime @256×192: 0.55× (0.50×–0.60×) (target ≤ 1)" in render(made_up, "x")
+
+
+def test_a_model_that_fails_to_load_stops_the_latency_benchmark(tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["latency", "--model", str(tiny_checkpoint), "--backends", "tensorrt", "--batches", "1", "--runs", "1"]) == 2
+    assert "backend must be one of" in capsys.readouterr().err
 
 
 def test_bench_reports_a_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
