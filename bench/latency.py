@@ -4,8 +4,8 @@ photos' 256x192 (the fine-tuned CNN a user would otherwise pick), all in one pro
 the ratios hold.
 
 Each model is loaded in its own child process, so that its peak memory is its own, and all the
-models of one batch size are timed in alternation: `rounds` rounds, in each of which every model
-makes its share of the timed calls in turn (after ROUND_WARMUP untimed ones). A shared machine
+models of one batch size are timed in alternation: MAX_ROUNDS rounds (fewer when `runs` is
+smaller), in each of which every model makes its share of the timed calls in turn (after ROUND_WARMUP untimed ones). A shared machine
 whose speed drifts during the run (seen here: ResNet-50 from 37 to 97 ms between runs) then slows
 every model alike, so the ratios issue 19 sets compare like with like. Each round's median is
 kept, and the report gives the spread of the per-round ratios as well as their median.
@@ -109,7 +109,7 @@ def _serve(conn: Connection, build: Callable[..., tuple[Step, dict[str, Any]]], 
     conn.send(("ready", extra))
     while (request := conn.recv()) is not None:
         warmup, runs = request
-        conn.send(time_call(step, warmup, runs) / batch)
+        conn.send(time_call_per_item(step, warmup, runs, batch))
     conn.send(peak_rss_mb())
 
 
