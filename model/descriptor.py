@@ -18,7 +18,6 @@ the distance scorer (Mahalanobis) then works on this descriptor instead of the c
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import StudentConfig
@@ -26,18 +25,15 @@ from .config import StudentConfig
 FEATURES_CLASS_TOKEN = "class_token"
 FEATURES_IMAGENET = "imagenet"
 FEATURE_SOURCES = (FEATURES_CLASS_TOKEN, FEATURES_IMAGENET)
-DESCRIPTOR_POOLS = (1, 2)
 
 
 class ImageNetDescriptor(nn.Module):
     """Stem output (B, C, rows, cols) -> (B, D): the ImageNet network's next `blocks` blocks after
     the stem (None: every remaining block, up to the last stage), averaged over the grid. Frozen
     and always in eval mode (ImageNet's batch-norm statistics). Fewer blocks cost less and
-    separate less (docs/results.md, "Unknown items, third attempt"). `pool` > 1 averages the stem
-    grid over pool x pool cells first: the blocks then run on a coarser grid, about pool² times
-    cheaper, and describe the item at a lower resolution."""
+    separate less (docs/results.md, "Unknown items, third attempt")."""
 
-    def __init__(self, variant: str, from_stage: int, blocks: int | None = None, pool: int = 1) -> None:
+    def __init__(self, variant: str, from_stage: int, blocks: int | None = None) -> None:
         super().__init__()
         from .efficientnet_lite import build_lite
 
@@ -47,9 +43,6 @@ class ImageNetDescriptor(nn.Module):
         remaining = [block for stage in list(full.blocks)[from_stage:] for block in stage]
         if blocks is not None and not 1 <= blocks <= len(remaining):
             raise ValueError(f"the descriptor takes 1..{len(remaining)} blocks after stage {from_stage} of {variant}, got {blocks}")
-        if pool not in DESCRIPTOR_POOLS:
-            raise ValueError(f"the descriptor's grid pooling is one of {DESCRIPTOR_POOLS}, got {pool}")
-        self.pool = pool
         self.blocks = nn.Sequential(*remaining[: blocks or len(remaining)])
         self.requires_grad_(False)
         self.eval()
@@ -58,23 +51,15 @@ class ImageNetDescriptor(nn.Module):
         return super().train(False)
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
-        if self.pool > 1:
-            grid = F.avg_pool2d(grid, self.pool, ceil_mode=True)
         return self.blocks(grid).mean(dim=(2, 3))
 
 
-def descriptor_for(cfg: StudentConfig, blocks: int | None = None, pool: int = 1) -> ImageNetDescriptor:
+def descriptor_for(cfg: StudentConfig, blocks: int | None = None) -> ImageNetDescriptor:
     """The descriptor that continues the frozen part of this student's stem (all of it, or the
-    stages before cfg.stem_tuned_stages trained ones; `blocks`, `pool`: as ImageNetDescriptor)."""
+    stages before cfg.stem_tuned_stages trained ones; `blocks`: as ImageNetDescriptor)."""
     if cfg.stem == "linear":
         raise ValueError("the ImageNet descriptor continues a CNN stem; this student has a linear patch embedding")
-    return ImageNetDescriptor(cfg.stem, cfg.frozen_stem_stages, blocks, pool)
-
-
-def stored_descriptor(cfg: StudentConfig, unknown: dict | None) -> ImageNetDescriptor:
-    """The descriptor a checkpoint's unknown-item entry describes (older entries: no pooling)."""
-    entry = unknown or {}
-    return descriptor_for(cfg, entry.get("descriptor_blocks"), int(entry.get("descriptor_pool", 1)))
+    return ImageNetDescriptor(cfg.stem, cfg.frozen_stem_stages, blocks)
 
 
 def stem_is_imagenet(student: nn.Module) -> bool:
@@ -101,4 +86,4 @@ def feature_source(unknown: dict | None) -> str:
     return source
 
 
-__all__ = ["FEATURES_CLASS_TOKEN", "FEATURES_IMAGENET", "FEATURE_SOURCES", "DESCRIPTOR_POOLS", "ImageNetDescriptor", "descriptor_for", "stored_descriptor", "feature_source", "stem_is_imagenet"]
+__all__ = ["FEATURES_CLASS_TOKEN", "FEATURES_IMAGENET", "FEATURE_SOURCES", "ImageNetDescriptor", "descriptor_for", "feature_source", "stem_is_imagenet"]

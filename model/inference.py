@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .checkpoint import StudentCheckpoint, load_checkpoint
-from .descriptor import FEATURES_IMAGENET, ImageNetDescriptor, feature_source, stored_descriptor
+from .descriptor import FEATURES_IMAGENET, ImageNetDescriptor, descriptor_for, feature_source
 from .preprocess import PreprocessConfig, preprocess_bgr
 from .student import DistilledViT, inference_logits
 from .unknown import prepare_params, softmax, unknown_scores
@@ -68,7 +68,7 @@ def inference_net(ckpt: StudentCheckpoint) -> InferenceNet:
     reads it (the descriptor's weights come from the Lite package, not the checkpoint)."""
     model = ckpt.build_model()
     if feature_source(ckpt.unknown) == FEATURES_IMAGENET:
-        return InferenceNet(model, stored_descriptor(model.cfg, ckpt.unknown))
+        return InferenceNet(model, descriptor_for(model.cfg, (ckpt.unknown or {}).get("descriptor_blocks")))
     return InferenceNet(model)
 
 

@@ -267,7 +267,7 @@ def main() -> None:
         model = ckpt.build_model().eval()
         params = prepare_params(ckpt.unknown)
         features = args.features or feature_source(ckpt.unknown)
-        descriptor = scorer_descriptor(model, features, (ckpt.unknown or {}).get("descriptor_blocks"), int((ckpt.unknown or {}).get("descriptor_pool", 1)))  # what the stored rule (and every distance scorer here) measures
+        descriptor = scorer_descriptor(model, features, (ckpt.unknown or {}).get("descriptor_blocks"))  # what the stored rule (and every distance scorer here) measures
         _, train_f, train_y = logits_and_features(model, loader(fit_set(ckpt.preprocess)), torch.device("cpu"), descriptor)
         fitted = {m: feature_params(m, train_f, train_y, len(names)) for m in METHODS}
         for condition, (kds, fds) in renderings(ckpt.preprocess).items():

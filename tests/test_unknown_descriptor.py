@@ -13,7 +13,7 @@ import torch
 
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import StudentConfig
-from model.descriptor import ImageNetDescriptor, descriptor_for, feature_source, stem_is_imagenet, stored_descriptor
+from model.descriptor import ImageNetDescriptor, descriptor_for, feature_source, stem_is_imagenet
 from model.efficientnet_lite import LiteStem, build_lite
 from model.inference import InferenceNet, inference_net, load_classifier
 from model.student import DistilledViT
@@ -46,20 +46,6 @@ def test_the_descriptor_is_the_imagenet_network_after_the_stem_frozen() -> None:
     assert len(descriptor.blocks) == 5  # stage 6 (four blocks) and stage 7 (one)
     with pytest.raises(ValueError, match="takes 1..5 blocks"):
         ImageNetDescriptor("efficientnet_lite0", 5, blocks=6)
-
-
-def test_a_pooled_descriptor_runs_the_same_blocks_on_a_coarser_grid() -> None:
-    grid = torch.randn(2, 112, 9, 12)  # the shipped student's stem grid at 192x144: 12 x 9 cells
-    fine, coarse = ImageNetDescriptor("efficientnet_lite0", 5), ImageNetDescriptor("efficientnet_lite0", 5, pool=2)
-    with torch.no_grad():
-        pooled = torch.nn.functional.avg_pool2d(grid, 2, ceil_mode=True)
-        assert pooled.shape[-2:] == (5, 6)  # the odd row is kept, averaged on its own
-        assert torch.allclose(pooled[..., -1, :], (grid[..., 8, 0::2] + grid[..., 8, 1::2]) / 2, atol=1e-6)
-        assert torch.allclose(coarse(grid), fine.blocks(pooled).mean(dim=(2, 3)), atol=1e-5)
-        assert not torch.allclose(coarse(grid), fine(grid), atol=1e-3)  # a different description, fitted on its own
-    assert coarse.pool == 2 and fine.pool == 1
-    with pytest.raises(ValueError, match="grid pooling is one of"):
-        ImageNetDescriptor("efficientnet_lite0", 5, pool=3)
 
 
 def test_the_stem_source_decides_whether_the_descriptor_applies(tmp_path: Path) -> None:
@@ -137,18 +123,6 @@ def test_unknown_fit_on_the_descriptor_and_both_backends_agree(image_folder: Pat
     assert [p.unknown for p in a] == pytest.approx([p.unknown for p in b], abs=1e-3)
     assert train_main(["unknown-fit", "--split", str(split), "--method", "mahalanobis", "--checkpoint", str(imagenet_stem), "--descriptor-blocks", "1"]) == 2
     assert "--descriptor-blocks goes with --features imagenet" in capsys.readouterr().err
-    assert fitted.unknown["descriptor_pool"] == 1
-    assert train_main([*args, "--checkpoint", str(imagenet_stem), "--descriptor-pool", "2", "--out", str(tmp_path / "pooled.pt")]) == 0
-    pooled = load_checkpoint(tmp_path / "pooled.pt")
-    assert pooled.unknown["descriptor_pool"] == 2 and pooled.meta["unknown_refit"]["descriptor_pool"] == 2
-    assert inference_net(pooled).descriptor.pool == 2  # the daemon runs the descriptor the rule was fitted on
-    a, b = load_classifier(tmp_path / "pooled.pt", "torch"), load_classifier(tmp_path / "pooled.pt", "onnx")
-    assert a.logits_and_features(img)[1] == pytest.approx(b.logits_and_features(img)[1], abs=1e-3)
-    assert not np.allclose(a.logits_and_features(img)[1], torch_clf.logits_and_features(img)[1], atol=1e-3)
-    legacy = {k: v for k, v in fitted.unknown.items() if k != "descriptor_pool"}  # written before the option existed
-    assert stored_descriptor(cfg, legacy).pool == 1
-    assert train_main(["unknown-fit", "--split", str(split), "--method", "mahalanobis", "--checkpoint", str(imagenet_stem), "--descriptor-pool", "2"]) == 2
-    assert "--descriptor-pool goes with --features imagenet" in capsys.readouterr().err
 
     moved = DistilledViT(cfg).eval()
     with torch.no_grad():

@@ -245,8 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     method = args.unknown_method or (ckpt.unknown or {}).get("method", "msp")
     val_dl = make_loader(CachedImageDataset(site_val + base_val, pre), 64, False)
     unknown = fit_for_model(model, make_loader(CachedImageDataset(site_train + base_train, pre), 64, False), val_dl,
-                            device, temperature, method, features, (ckpt.unknown or {}).get("descriptor_blocks"),
-                            int((ckpt.unknown or {}).get("descriptor_pool", 1)))
+                            device, temperature, method, features, (ckpt.unknown or {}).get("descriptor_blocks"))
     report = {
         "site_val_accuracy_before": site_before, "site_val_accuracy_after": site_after,
         "base_val_accuracy_before": base_before, "base_val_accuracy_after": base_after,

@@ -77,7 +77,7 @@ def fit_scorer(method: str, val_logits: np.ndarray, val_features: np.ndarray, pa
     return params
 
 
-def scorer_descriptor(model: DistilledViT, features: str, blocks: int | None = None, pool: int = 1) -> ImageNetDescriptor | None:
+def scorer_descriptor(model: DistilledViT, features: str, blocks: int | None = None) -> ImageNetDescriptor | None:
     """The descriptor a scorer on `features` needs (None for the class token), refused on a stem
     that is not ImageNet's own."""
     if features == FEATURES_CLASS_TOKEN:
@@ -88,24 +88,22 @@ def scorer_descriptor(model: DistilledViT, features: str, blocks: int | None = N
         raise ValueError("the ImageNet descriptor continues the ImageNet network's own stem, and this student's stem holds other "
                          "weights (the fine-tuned teacher's): train it from stem outputs made with teacher-cache --stem-source imagenet, "
                          "or fit the scorer on the class token")
-    return descriptor_for(model.cfg, blocks, pool)
+    return descriptor_for(model.cfg, blocks)
 
 
 def fit_for_model(model: DistilledViT, train_loader: DataLoader, val_loader: DataLoader, device: torch.device, temperature: float, method: str,
-                  features: str = FEATURES_CLASS_TOKEN, descriptor_blocks: int | None = None, descriptor_pool: int = 1) -> dict[str, Any]:
+                  features: str = FEATURES_CLASS_TOKEN, descriptor_blocks: int | None = None) -> dict[str, Any]:
     """A trained model's scorer: what it needs from the unaugmented training images, its logistic
     from the validation images (the end of `distill`, and `unknown-fit` for a finished checkpoint).
     `features` says what the distance scorers measure: the class token or the ImageNet descriptor
-    (of `descriptor_blocks` blocks, None: all, on the stem grid pooled by `descriptor_pool`; both
-    stored with the scorer)."""
-    descriptor = scorer_descriptor(model, features, descriptor_blocks, descriptor_pool)
+    (of `descriptor_blocks` blocks, None: all; stored with the scorer)."""
+    descriptor = scorer_descriptor(model, features, descriptor_blocks)
     _, train_f, train_y = logits_and_features(model, train_loader, device, descriptor)
     val_l, val_f, _ = logits_and_features(model, val_loader, device, descriptor)
     params = fit_scorer(method, val_l, val_f, feature_params(method, train_f, train_y, model.cfg.num_classes), temperature)
     out = {**params, "features": features}
     if descriptor is not None:
         out["descriptor_blocks"] = len(descriptor.blocks)
-        out["descriptor_pool"] = descriptor.pool
     return out
 
 

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import ConcatDataset
 
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.descriptor import DESCRIPTOR_POOLS, FEATURE_SOURCES, FEATURES_CLASS_TOKEN, FEATURES_IMAGENET
+from model.descriptor import FEATURE_SOURCES, FEATURES_CLASS_TOKEN, FEATURES_IMAGENET
 from model.preprocess import PreprocessConfig
 from model.teacher import DEFAULT_TEACHER, TEACHER_INPUTS
 from model.unknown import METHODS
@@ -49,7 +49,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=METHODS, required=True)
     p.add_argument("--features", choices=FEATURE_SOURCES, default=FEATURES_CLASS_TOKEN, help="what the distance scorers measure: the class token, or the ImageNet descriptor computed from the student's stem (model/descriptor.py; needs a student whose stem is ImageNet's own: teacher-cache --stem-source imagenet)")
     p.add_argument("--descriptor-blocks", type=int, default=None, help="with --features imagenet: how many of the ImageNet network's blocks after the stem describe the item (default: all; fewer are faster and separate less, docs/results.md)")
-    p.add_argument("--descriptor-pool", type=int, choices=DESCRIPTOR_POOLS, default=1, help="with --features imagenet: average the stem grid over N x N cells before the descriptor's blocks (2: about 4 times cheaper, docs/results.md)")
     p.add_argument("--out", type=Path, default=None, help="where to write the result (default: replace --checkpoint)")
     p.add_argument("--views", type=int, default=0, help="also fit on N rendered views of every training photo and set the threshold on the validation photos plus one view each on another backdrop: the line shows items on a belt, not on TrashNet's board")
     p.add_argument("--camera", type=float, default=0.0, help="with --views: this share of the views degraded as a belt camera would (downscaled, JPEG: training.camera_degrade), so the threshold keeps known items seen through a camera too")
@@ -67,8 +66,6 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"split classes {names} differ from the checkpoint's {ckpt.class_names}")
     if args.descriptor_blocks is not None and args.features != FEATURES_IMAGENET:
         raise ValueError("--descriptor-blocks goes with --features imagenet")
-    if args.descriptor_pool != 1 and args.features != FEATURES_IMAGENET:
-        raise ValueError("--descriptor-pool goes with --features imagenet")
     if args.views < 0:
         raise ValueError(f"--views must be >= 0, got {args.views}")
     low, high = TEMPERATURE_RANGE
@@ -81,8 +78,8 @@ def run(args: argparse.Namespace) -> dict:
         datasets = [ConcatDataset([datasets[0], _views(train, args.views, VIEW_SEED, ckpt.preprocess, args.masks, args.camera)]),
                     ConcatDataset([datasets[1], _views(val, 1, VAL_PASTED_SEED, ckpt.preprocess, args.masks, args.camera)])]
     loaders = [make_loader(d, 64, False) for d in datasets]
-    unknown = fit_for_model(model, *loaders, torch.device("cpu"), temperature, args.method, args.features, args.descriptor_blocks, args.descriptor_pool)
-    meta = {**ckpt.meta, "unknown_refit": {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "method": args.method, "features": args.features, "descriptor_blocks": unknown.get("descriptor_blocks"), "descriptor_pool": unknown.get("descriptor_pool"), "split": str(args.split), "views": args.views, "camera": args.camera,
+    unknown = fit_for_model(model, *loaders, torch.device("cpu"), temperature, args.method, args.features, args.descriptor_blocks)
+    meta = {**ckpt.meta, "unknown_refit": {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "method": args.method, "features": args.features, "descriptor_blocks": unknown.get("descriptor_blocks"), "split": str(args.split), "views": args.views, "camera": args.camera,
                                            "temperature": temperature, "temperature_fitted": ckpt.temperature}}
     out = save_checkpoint(args.out or args.checkpoint, model, ckpt.class_names, ckpt.preprocess, temperature, unknown, meta)
-    return {"checkpoint": str(out), "method": args.method, "features": args.features, "descriptor_blocks": unknown.get("descriptor_blocks"), "descriptor_pool": unknown.get("descriptor_pool"), "centre": unknown["centre"], "slope": unknown["slope"], "temperature": temperature, "bytes": out.stat().st_size}
+    return {"checkpoint": str(out), "method": args.method, "features": args.features, "descriptor_blocks": unknown.get("descriptor_blocks"), "centre": unknown["centre"], "slope": unknown["slope"], "temperature": temperature, "bytes": out.stat().st_size}
