@@ -34,7 +34,7 @@ def test_reload_swaps_the_model_mid_run(
 ) -> None:
     live = make_tiny_checkpoint(tmp_path / "live.pt")
     first = file_checksum(live)
-    n = 24  # ~10 s of belt: the reload's export child needs a few seconds on a loaded machine
+    n = 40  # ~17 s of belt: the reload's export child needs several seconds on a loaded machine (24 items were too few with training beside it)
     video = belt_video(tmp_path / "belt.avi", n)
     settings = make_settings(video, sim.link, model_path=live, broker=broker)
     items: list[ItemEvent] = []
