@@ -36,3 +36,21 @@ def test_ablation_script_refuses_an_unknown_row(tmp_path: Path, rows: list[str])
 def test_ablation_script_needs_a_cache_run() -> None:
     done = subprocess.run(["bash", str(ROOT / "scripts" / "ablation-cached.sh")], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "usage" in done.stderr
+
+
+@pytest.mark.parametrize("shares", [["0.5", "1.5"], ["abc"], ["0"], ["1"], ["0.00"]])
+def test_learning_curve_refuses_a_share_outside_0_1_before_training(tmp_path: Path, shares: list[str]) -> None:
+    """A bad share anywhere in the list fails at once, before the first (valid) point cuts its
+    subset or trains: the script runs from a copy, so nothing may appear under the copy's runs/."""
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "learning-curve.sh"
+    shutil.copy(ROOT / "scripts" / "learning-curve.sh", script)
+    done = subprocess.run(["bash", str(script), str(tmp_path / "cache"), *shares], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"share {shares[-1]} is not a number strictly between 0 and 1" in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_learning_curve_needs_a_share() -> None:
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "learning-curve.sh"), "runs/s0"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "usage" in done.stderr
