@@ -13,7 +13,9 @@
 #     no-distill  labels only: no teacher logits, no ImageNet features (cross-entropy on both heads)
 #     meta        the patent's first training (META_ITERS meta-iterations) before the same distillation
 # Environment: BASE (config, default the shipped one), STEM (stem-output file name inside
-# CACHE_RUN, default stem_imagenet4.npy), EPOCHS (40), META_ITERS (300), THREADS (2).
+# CACHE_RUN, default stem_imagenet4.npy), EPOCHS (40), META_ITERS (300), THREADS (2), RUN (with
+# one row only: its run folder instead of runs/abl_<row>; scripts/learning-curve.sh trains its
+# points as the `full` row this way).
 # Each row writes runs/abl_<row>/student.pt, eval.json and eval_camera.json.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -34,7 +36,11 @@ for row in "${ROWS[@]}"; do  # every row checked before the first trains: a typo
         *) echo "unknown row $row (full, global, mlp, no-distill, meta)" >&2; exit 2 ;;
     esac
 done
+if [ -n "${RUN:-}" ] && [ ${#ROWS[@]} -ne 1 ]; then
+    echo "RUN names the run folder of one row; ${#ROWS[@]} rows given" >&2; exit 2
+fi
 for row in "${ROWS[@]}"; do
+    run=${RUN:-runs/abl_$row}
     change='{}'
     targets=(--imagenet-features "$CACHE/imagenet_features.npy")
     init=()
@@ -43,10 +49,10 @@ for row in "${ROWS[@]}"; do
         global) change='{"window_radius": null}' ;;
         mlp) change='{"conv_ffn": false}' ;;
         no-distill) targets=(--teacher none) ;;
-        meta) init=(--init "runs/abl_$row/meta_student.pt") ;;
+        meta) init=(--init "$run/meta_student.pt") ;;
     esac
-    run=runs/abl_$row
-    mkdir -p "$run" && cp -n "$CACHE/split.json" "$run/split.json"
+    mkdir -p "$run"
+    [ "$CACHE/split.json" -ef "$run/split.json" ] || cp -n "$CACHE/split.json" "$run/split.json"
     .venv/bin/python -c "import json, sys; c = json.load(open('$BASE')); c.update(json.loads(sys.argv[1])); json.dump(c, open('$run/config.json', 'w'), indent=2)" "$change"
     cached=(--views "$CACHE/views.npz" --stem-features "$CACHE/$STEM" --threads "$THREADS")
     # meta writes meta_student.pt every 50 iterations: always resume it (a finished stage returns at once)

@@ -2,11 +2,11 @@
 # A learning curve of the shipped recipe (docs/results.md, "A learning curve"): for each SHARE, a
 # class-stratified share of CACHE_RUN's training photos with their stored views, teacher targets,
 # stem outputs and ImageNet features (scripts/subset_cache.py: no new teacher pass), then the
-# recipe's first leg on it unchanged (as scripts/ablation-cached.sh's `full` row), scored on the
+# recipe's first leg on it unchanged (scripts/ablation-cached.sh's `full` row), scored on the
 # same validation photos. Resumable: a finished point is skipped, a stopped one resumes.
 # Usage: scripts/learning-curve.sh CACHE_RUN SHARE [SHARE ...]      e.g. runs/s0 0.5 0.75
 #   CACHE_RUN holds split.json, views.npz, imagenet_features.npy and the stem outputs $STEM
-# Environment: CONFIG (the shipped student config), STEM (stem_features.npy), EPOCHS (40), THREADS (2).
+# Environment: STEM (stem_features.npy); BASE, EPOCHS and THREADS as scripts/ablation-cached.sh.
 # Each point writes runs/lc<percent>/student.pt, eval.json and eval_camera.json.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -18,16 +18,9 @@ shift
 for share in "$@"; do  # every share checked before the first point trains
     [[ $share =~ ^0?\.[0-9]*[1-9][0-9]*$ ]] || { echo "share $share is not a number strictly between 0 and 1" >&2; exit 2; }
 done
-CONFIG=${CONFIG:-training/configs/student_lite0_192x144_tune1.json}
 STEM=${STEM:-stem_features.npy}
-EPOCHS=${EPOCHS:-40}
-THREADS=${THREADS:-2}
-T=.venv/bin/wastesort-train
 for share in "$@"; do
     run=runs/lc$(awk -v s="$share" 'BEGIN { printf "%d", s * 100 + 0.5 }')
     [ -f "$run/split.json" ] || .venv/bin/python scripts/subset_cache.py "$CACHE" "$run" --share "$share" --arrays "$STEM" imagenet_features.npy
-    [ -f "$run/student.pt" ] || $T distill --run-dir "$run" --epochs "$EPOCHS" --config "$CONFIG" --views "$run/views.npz" \
-        --stem-features "$run/$STEM" --imagenet-features "$run/imagenet_features.npy" --threads "$THREADS" --resume
-    $T evaluate --checkpoint "$run/student.pt" --data "$run/split.json" --json > "$run/eval.json"
-    $T evaluate --checkpoint "$run/student.pt" --data "$run/split.json" --camera --json > "$run/eval_camera.json"
+    RUN=$run STEM=$STEM scripts/ablation-cached.sh "$run" full  # the recipe's first leg, in the point's own folder
 done

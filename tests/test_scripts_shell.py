@@ -54,3 +54,16 @@ def test_learning_curve_refuses_a_share_outside_0_1_before_training(tmp_path: Pa
 def test_learning_curve_needs_a_share() -> None:
     done = subprocess.run(["bash", str(ROOT / "scripts" / "learning-curve.sh"), "runs/s0"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "usage" in done.stderr
+
+
+def test_ablation_script_takes_a_run_folder_for_one_row_only(tmp_path: Path) -> None:
+    """RUN (how scripts/learning-curve.sh trains its points) names one row's folder: with two rows
+    they would train into the same folder, so that is refused before anything is created."""
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "ablation-cached.sh"
+    shutil.copy(ROOT / "scripts" / "ablation-cached.sh", script)
+    env = {"PATH": "/usr/bin:/bin", "RUN": str(tmp_path / "runs" / "lc50")}
+    done = subprocess.run(["bash", str(script), str(tmp_path / "cache"), "full", "mlp"], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2
+    assert "RUN names the run folder of one row; 2 rows given" in done.stderr
+    assert not (tmp_path / "runs").exists()
