@@ -9,6 +9,7 @@
 # more from that student at a lower learning rate; fit the unknown-item rule on the ImageNet
 # descriptor (model/descriptor.py). The second leg sees WARM_CAMERA of its views degraded as a belt
 # camera delivers them. Budget: TEACHER_EPOCHS, VIEWS, META_ITERS, DISTILL_EPOCHS, WARM_EPOCHS.
+# SEED (default 0) sets the student's initialisation and batch order: a second run of the same recipe.
 # STEM_SOURCE=teacher with CONFIG=training/configs/student_lite0_192x144.json is the recipe shipped
 # until 2026-12-02 (teacher's stem, class-token reject rule).
 # The variants measured on 2026-12-02 (docs/results.md, "A second teacher and the belt camera"),
@@ -42,10 +43,12 @@ CAMERA=${CAMERA:-0}               # the first leg's share of camera-degraded vie
 WORKERS=${WORKERS:-0}   # data-loading processes: use several on a GPU machine
 CONFIG=${CONFIG:-training/configs/student_lite0_192x144_tune1.json}
 FINAL_FIT=${FINAL_FIT:-0}
+SEED=${SEED:-0}   # the student's initialisation and batch order (the split, views and teacher do not depend on it)
 FINAL_TEACHER_EPOCHS=${FINAL_TEACHER_EPOCHS:-4}
 FINAL_TEMPERATURE=${FINAL_TEMPERATURE:-1.157}
 HOLDOUT_SPLIT=training/splits/trashnet_seed0.json
 T=.venv/bin/wastesort-train
+[[ "$SEED" =~ ^[0-9]+$ ]] || { echo "error: SEED must be a non-negative integer, got '$SEED'" >&2; exit 2; }
 mkdir -p "$RUN"
 if [ "$FINAL_FIT" = 1 ]; then
     [ "$TEACHER_ARCH" = efficientnet_lite0 ] || { echo "error: FINAL_FIT continues the committed Lite0 teacher; TEACHER_ARCH=$TEACHER_ARCH does not apply" >&2; exit 1; }
@@ -84,13 +87,13 @@ camera_stems() {  # the student's stem outputs again, a share $1 of the views de
 CACHED=(--views "$VIEW_CACHE" --stem-features "$STEMS")
 [ "$META_ITERS" -eq 0 ] || $T meta --run-dir "$RUN" --device "$DEVICE" --iterations "$META_ITERS" --config "$CONFIG" "${CACHED[@]}" --resume
 $T distill --run-dir "$RUN" --device "$DEVICE" --epochs "$DISTILL_EPOCHS" --config "$CONFIG" "${CACHED[@]}" --imagenet-features "$RUN/imagenet_features.npy" \
-    --workers "$WORKERS" --resume
+    --seed "$SEED" --workers "$WORKERS" --resume
 OUT="$RUN"
 if [ "$WARM_EPOCHS" -gt 0 ]; then  # second leg: the same stored views from the first leg's student, lower learning rate
     OUT="$RUN/warm" && mkdir -p "$OUT" && cp -n "$RUN/split.json" "$OUT/split.json"
     if [ "$WARM_CAMERA" = "0" ]; then WARM_STEMS="$STEMS"; else WARM_STEMS=$(camera_stems "$WARM_CAMERA"); fi
     $T distill --run-dir "$OUT" --device "$DEVICE" --epochs "$WARM_EPOCHS" --lr 3e-4 --average-tail 0.34 --init "$RUN/student.pt" \
-        --views "$VIEW_CACHE" --stem-features "$WARM_STEMS" --imagenet-features "$RUN/imagenet_features.npy" --workers "$WORKERS" --resume
+        --views "$VIEW_CACHE" --stem-features "$WARM_STEMS" --imagenet-features "$RUN/imagenet_features.npy" --seed "$SEED" --workers "$WORKERS" --resume
 fi
 # the reject rule: Mahalanobis on the ImageNet descriptor (ImageNet stem) or on the class token, fitted on photos and rendered views
 if [ "$STEM_SOURCE" = imagenet ]; then FEATURES=imagenet; else FEATURES=class_token; fi

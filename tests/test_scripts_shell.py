@@ -67,3 +67,14 @@ def test_ablation_script_takes_a_run_folder_for_one_row_only(tmp_path: Path) -> 
     assert done.returncode == 2
     assert "RUN names the run folder of one row; 2 rows given" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("seed", ["abc", "-1", "1.5"])
+def test_train_default_refuses_a_bad_seed_before_it_creates_the_run(tmp_path: Path, seed: str) -> None:
+    """SEED reaches `distill --seed` only after the teacher and the caches (an hour on 2 cores), so a
+    bad one is refused first, with the run folder not even created."""
+    run = tmp_path / "run"
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "train-default.sh"), str(run)], env={"SEED": seed, "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and f"SEED must be a non-negative integer, got '{seed}'" in done.stderr
+    assert not run.exists()
