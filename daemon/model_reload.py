@@ -80,7 +80,7 @@ def model_file(settings: ClassifySettings) -> Path:
 
 def trained_on(meta: dict[str, Any]) -> dict[str, Any]:
     """The part of a checkpoint's metadata an operator needs to tell models apart."""
-    keys = ("date", "data", "val_accuracy", "base_val_accuracy", "site_val_accuracy", "git_commit")
+    keys = ("date", "data", "val_accuracy", "val_images", "base_val_accuracy", "site_val_accuracy", "git_commit")
     out = {k: meta[k] for k in keys if k in meta}
     ft = meta.get("finetune")
     if isinstance(ft, dict):

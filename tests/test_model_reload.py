@@ -19,7 +19,7 @@ from daemon_fixtures import (  # noqa: F401 (pytest fixtures)
 )
 
 from daemon.events import ItemEvent
-from daemon.model_reload import file_checksum
+from daemon.model_reload import file_checksum, trained_on
 from daemon.pipeline import Pipeline
 from daemon.sim_controller import SimController
 from model.testing import DEFAULT_CLASSES, make_tiny_checkpoint
@@ -78,3 +78,10 @@ def test_a_bad_file_keeps_the_old_model(tmp_path: Path) -> None:
     finally:
         summary = p.stop()
     assert summary.items == 3
+
+
+def test_the_model_topic_says_how_many_photos_the_accuracy_was_measured_on() -> None:
+    """A final fit's val_accuracy comes from the demo's 24 held-out photos: an operator comparing
+    models on the `model` topic must see that next to the figure."""
+    meta = {"date": "2026-12-03", "val_accuracy": 0.833, "val_images": 24, "distill": {"epochs": 12}}
+    assert trained_on(meta) == {"date": "2026-12-03", "val_accuracy": 0.833, "val_images": 24}

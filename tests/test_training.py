@@ -118,6 +118,8 @@ def test_the_whole_training_cli_on_a_tiny_run(image_folder: Path, tmp_path: Path
     clf = load_classifier(student)
     assert clf.class_names == ["cardboard", "glass", "metal", "paper", "plastic", "trash"]
     assert clf.checkpoint.temperature > 0 and "val_accuracy" in clf.checkpoint.meta
+    split = json.loads((run / "split.json").read_text())
+    assert clf.checkpoint.meta["val_images"] == len(split["val"])  # what the accuracy was measured on
     img = cv2.imread(str(next((image_folder / "glass").iterdir())))
     assert clf.predict([img])[0].label in clf.class_names
     assert train_main(["evaluate", "--checkpoint", str(student), "--data", str(image_folder), "--json"]) == 0

@@ -281,6 +281,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             "data": str(args.data),
             "split": str(run_dir / "split.json"),
             "val_accuracy": before.accuracy,
+            "val_images": int(len(ys)),  # how far val_accuracy can be trusted: a final fit holds out only the demo's 24
             "val_macro_f1": before.macro_f1,
             "val_ece_before_temperature": before.ece,
             "val_ece_after_temperature": after.ece,
